@@ -71,6 +71,7 @@ class ErrorCode(str, enum.Enum):
     UNAVAILABLE = "unavailable"
     AUTH_FAILED = "auth_failed"
     BACKEND_RESTARTED = "backend_restarted"
+    CANCELLED = "cancelled"
 
 
 class ProtocolError(Exception):
@@ -264,7 +265,6 @@ def _decode(frames: Sequence[Any], limits: Limits) -> Message:
             head,
             raw=False,
             strict_map_key=True,
-            max_buffer_size=limits.max_header_bytes,
         )
     except Exception as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"header is not valid msgpack: {exc}") from None
@@ -409,6 +409,7 @@ def _decode_array(
             {"array": name, "expected_bytes": nbytes, "got_bytes": buf.nbytes},
         )
     arr = np.frombuffer(buf, dtype=dt, count=count).reshape(shape) if count else np.zeros(shape, dt)
+    arr.flags.writeable = False  # a view of the received frame: consumers copy before changing it
     if dt.kind == "f" and count and not np.isfinite(arr).all():
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ProtocolError(

@@ -1,0 +1,1 @@
+"""Benchmarks behind `shapebridge bench <name>`: scripts that print tables, not tests."""
