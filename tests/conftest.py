@@ -43,7 +43,8 @@ class BackendProcess:
         raise RuntimeError(f"backend did not start within {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:

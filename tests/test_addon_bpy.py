@@ -16,13 +16,12 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from conftest import assert_close  # noqa: E402
-
 import blender_addon  # noqa: E402
 from blender_addon import bridge  # noqa: E402
 from blender_addon.ui import methods  # noqa: E402
 from blender_addon.ui.prefs import get_prefs  # noqa: E402
 from blender_addon.ui.state import SESSION, timer  # noqa: E402
+from tests.conftest import assert_close  # noqa: E402
 
 
 @pytest.fixture
@@ -170,6 +169,9 @@ def test_drain_respects_time_budget(addon):
     SESSION.queue.put(lambda: 1 / 0)
     assert SESSION.drain() == 1
     assert "ZeroDivisionError" in SESSION.last_error
+    # the timer function drains too, and asks to be called again (never None: that stops it)
+    SESSION.queue.put(lambda: ran.append("timer"))
+    assert timer() > 0 and ran[-1] == "timer"
 
 
 def test_dynamic_parameter_classes_map_to_params(connected):
@@ -231,6 +233,7 @@ def test_mesh_without_faces_is_refused_with_a_clear_error(connected):
 
 def test_not_connected_run_is_refused(addon):
     assert not bpy.ops.shapebridge.run_method.poll()
+    get_prefs().connect_timeout = 1.0
     with pytest.raises(RuntimeError, match="no ShapeBridge backend answered"):
         bpy.ops.shapebridge.connect(address="tcp://127.0.0.1:9")
 
@@ -362,7 +365,7 @@ def test_is_loopback():
 def test_start_and_stop_local_backend(addon, tmp_path):
     import sys
 
-    from conftest import ROOT
+    from tests.conftest import ROOT
 
     prefs = get_prefs()
     prefs.python, prefs.workdir = sys.executable, str(ROOT)
@@ -399,7 +402,7 @@ def test_python_api_run(connected):
 
 
 def _docs_example() -> str:
-    from conftest import ROOT
+    from tests.conftest import ROOT
 
     text = (ROOT / "docs" / "addon.md").read_text()
     start = text.index("```python\n# shapebridge_batch.py") + len("```python\n")
@@ -411,7 +414,7 @@ def test_docs_scripting_example_runs_as_written(backend_server, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.conftest import ROOT
 
     script = tmp_path / "shapebridge_batch.py"
     script.write_text(_docs_example())
@@ -422,3 +425,46 @@ def test_docs_scripting_example_runs_as_written(backend_server, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "MeshStats area" in proc.stdout
     assert (tmp_path / "shapebridge_batch.blend").exists()
+
+
+def test_read_image_top_row_first(addon):
+    image = bpy.data.images.new("probe", width=5, height=3, alpha=True, float_buffer=True)
+    rng = np.random.default_rng(0)
+    stored = rng.random((3, 5, 4), dtype=np.float32)  # Blender order: bottom row first
+    image.pixels.foreach_set(stored.ravel())
+    pixels = bridge.read_image(image)
+    assert pixels.shape == (3, 5, 4) and pixels.dtype == np.float32
+    flat = list(image.pixels)
+    for row in range(3):  # naive: pixel (row from the top, col) at index ((H-1-row)*W+col)*4
+        for col in range(5):
+            start = ((2 - row) * 5 + col) * 4
+            assert_close(pixels[row, col], flat[start: start + 4], name=f"pixel {row},{col}")
+
+
+def test_camera_read_and_rebuild_round_trip(addon):
+    from blender_addon.bridge.camera import new_camera_object, read_camera
+
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = 640, 480
+    bpy.ops.object.camera_add(location=(1.0, -6.0, 2.5), rotation=(1.2, 0.1, 0.3))
+    cam = bpy.context.active_object
+    cam.data.lens, cam.data.shift_x = 42.0, 0.05
+    arrays = read_camera(cam, scene)
+    assert arrays["size"].tolist() == [480, 640]
+    # a world point projects where Blender's own camera projection puts it
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    point = Vector((0.3, 0.2, 0.4))
+    ndc = world_to_camera_view(scene, cam, point)
+    uvw = arrays["K"] @ (arrays["R"] @ np.array(point) + arrays["t"])
+    u, v = uvw[:2] / uvw[2]
+    assert_close([u, v], [ndc.x * 640, (1 - ndc.y) * 480], atol=1e-2, name="projection")
+    rebuilt = new_camera_object("Rebuilt", arrays)
+    try:
+        assert_close(np.array(rebuilt.matrix_world), np.array(cam.matrix_world), atol=1e-5,
+                     name="camera pose")
+        assert rebuilt.data.lens == pytest.approx(42.0, rel=1e-5)
+        assert rebuilt.data.shift_x == pytest.approx(0.05, abs=1e-6)
+    finally:
+        bpy.data.objects.remove(rebuilt)

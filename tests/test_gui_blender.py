@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTIFACTS, ROOT
+
+from tests.conftest import ARTIFACTS, ROOT
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="compute worker threads")
     p.add_argument("--client-timeout", type=float, default=10.0,
                    help="seconds of client silence after which its jobs are cancelled")
+    p.add_argument("--max-array-mb", type=float, default=1024, help="size cap of one received array")
+    p.add_argument("--max-message-mb", type=float, default=2048, help="size cap of one received message")
     p.add_argument("--ready-file", metavar="PATH",
                    help="write {address, pid, server_id} as JSON here once listening")
     p.add_argument("--log-file", metavar="PATH", help="also write the log to this file")
@@ -30,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from backend.server.server import Server, ServerConfig
+    from blender_addon.protocol import Limits
 
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if args.log_file:
@@ -46,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         client_timeout=args.client_timeout,
+        limits=Limits(
+            max_array_bytes=int(args.max_array_mb * 2**20),
+            max_total_bytes=int(args.max_message_mb * 2**20),
+        ),
     )
     try:
         server = Server(config)

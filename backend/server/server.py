@@ -471,7 +471,7 @@ class Server:
         def emit(msg: P.Message) -> None:
             push.send_multipart([job.client, *P.encode(msg)], copy=False)
 
-        def report(fraction: float, stage: str, message: str, preview) -> None:
+        def report(fraction: float, stage: str = "", message: str = "", preview=None) -> None:
             now = time.monotonic()
             if now - job.last_progress >= self.config.progress_interval or fraction >= 1.0:
                 job.last_progress = now

@@ -29,13 +29,3 @@ def read_image(image: bpy.types.Image) -> np.ndarray:
     image.pixels.foreach_get(flat)
     return np.ascontiguousarray(flat.reshape(height, width, channels)[::-1])
 
-
-def write_image(name: str, pixels: np.ndarray) -> bpy.types.Image:
-    """A new float image datablock from (H, W, 4) float32 RGBA pixels, TOP row first."""
-    p = np.asarray(pixels, dtype=np.float32)
-    if p.ndim != 3 or p.shape[2] != 4:
-        raise BridgeError(f"image '{name}' must have shape (H, W, 4), got {p.shape}")
-    image = bpy.data.images.new(name, width=p.shape[1], height=p.shape[0], alpha=True,
-                                float_buffer=True)
-    image.pixels.foreach_set(np.ascontiguousarray(p[::-1]).ravel())
-    return image

@@ -34,7 +34,7 @@ ADDON_ID = __package__.rpartition(".")[0]
 
 DRAIN_BUDGET_S = 0.008
 TIMER_INTERVAL_BUSY_S = 0.05
-TIMER_INTERVAL_IDLE_S = 0.5
+TIMER_INTERVAL_IDLE_S = 0.25
 
 
 class ShapeBridgeError(Exception):
@@ -395,7 +395,7 @@ def tag_redraw() -> None:
 def timer() -> float:
     """`bpy.app.timers` function: drain the queue, redraw while jobs run."""
     ran = SESSION.drain()
-    if ran or SESSION.busy:
+    busy = SESSION.busy
+    if ran or busy:
         tag_redraw()
-    busy = SESSION.busy or SESSION.connected
     return TIMER_INTERVAL_BUSY_S if busy else TIMER_INTERVAL_IDLE_S
