@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
-APT_PACKAGES := blender xvfb xauth python3-zmq python3-msgpack
+APT_PACKAGES := blender xvfb xauth python3-zmq python3-msgpack python3-numpy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install apt test test-fast demo addon bench lint clean
@@ -26,7 +26,7 @@ apt: $(APT_STAMP)
 
 $(APT_STAMP): | $(STAMP)
 	@if ! command -v blender >/dev/null || ! command -v Xvfb >/dev/null \
-	    || ! /usr/bin/python3 -c 'import zmq, msgpack' 2>/dev/null; then \
+	    || ! /usr/bin/python3 -c 'import zmq, msgpack, numpy' 2>/dev/null; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi
 	touch $@

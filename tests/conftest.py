@@ -2,70 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from backend.server.process import BackendProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-
-
-class BackendProcess:
-    """A `shapebridge serve` subprocess. `.address` is where it listens."""
-
-    def __init__(self, tmp: Path, address: str = "tcp://127.0.0.1:*", extra: list[str] | None = None,
-                 name: str = "backend"):
-        self.ready = tmp / f"{name}.ready.json"
-        self.log_path = tmp / f"{name}.log"
-        self.ready.unlink(missing_ok=True)
-        self.cmd = [sys.executable, "-m", "backend", "serve", "--address", address,
-                    "--ready-file", str(self.ready), *(extra or [])]
-        self.log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.address = self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60.0) -> str:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.ready.exists():
-                return json.loads(self.ready.read_text())["address"]
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"backend exited with {self.proc.returncode}:\n{self.output()}")
-            time.sleep(0.05)
-        raise RuntimeError(f"backend did not start within {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait: the clean-shutdown path."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

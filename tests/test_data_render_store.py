@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close
+from tests.conftest import assert_close
 
 from backend.bench.results import write_results
 from backend.data.generate import GenerateConfig, build_index, generate_dataset, split_of

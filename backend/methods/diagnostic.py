@@ -80,3 +80,22 @@ class MeshStats(Method):
             arrays["colors"] = colors
             meta["color_name"] = "height"
         return MethodResult(outputs=[Output("result", "mesh", arrays, meta)], scores=stats)
+
+
+@dataclass
+class EchoConfig:
+    pass
+
+
+@register
+class Echo(Method):
+    name = "echo"
+    title = "Echo"
+    description = "Diagnostic: returns the mesh unchanged (connection check and transport benchmark)"
+    Config = EchoConfig
+    inputs = (InputSpec("mesh", "mesh", "the mesh to send back"),)
+    output_kinds = ("mesh",)
+
+    def infer(self, inputs, config: EchoConfig, ctx: JobContext) -> MethodResult:
+        arrays = {"vertices": inputs["mesh.vertices"], "faces": inputs["mesh.faces"]}
+        return MethodResult(outputs=[Output("result", "mesh", arrays, {"object_name": "Echo", "placement": "mesh"})])

@@ -28,6 +28,7 @@ __all__ = [
     "ImplicitModel",
     "ModelConfig",
     "VoxelEncoder",
+    "auto_decode",
     "load_checkpoint",
     "save_checkpoint",
     "soft_clip",
@@ -191,7 +192,7 @@ class ImplicitDecoder(nn.Module):
                     jt = jt @ lin.weight.T
             h = nn.functional.leaky_relu(pre, self.slope)
             if jt is not None:
-                slope = torch.where(pre > 0, 1.0, self.slope).to(pre.dtype)
+                slope = 1.0 - (1.0 - self.slope) * (pre <= 0).to(pre.dtype)  # LeakyReLU'
                 jt = jt * slope.unsqueeze(1)
             if i in wanted:
                 feats.append(h * wanted[i])
@@ -272,3 +273,46 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ImplicitMode
     model = ImplicitModel(ModelConfig.from_dict(blob["config"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), blob["meta"]
+
+
+def auto_decode(
+    decoder: ImplicitDecoder,
+    points: torch.Tensor,
+    occupancy: torch.Tensor,
+    init: torch.Tensor,
+    steps: int = 300,
+    lr: float = 1e-2,
+) -> tuple[torch.Tensor, float]:
+    """Fit a shape code to occupancy samples with the decoder frozen (auto-decoding).
+
+    For meshes outside the training set: minimise the mean squared error of
+    F(x; z) against the samples' occupancy over z alone, with Adam.
+    points: (N, 3) float, canonical frame. occupancy: (N,) float or bool in {0, 1}.
+    init: (k,) starting code (e.g. the encoder's code of the mesh's voxels).
+    Returns (code (k,) detached, final loss).
+    """
+    if points.ndim != 2 or points.shape[1] != 3 or occupancy.shape != points.shape[:1]:
+        raise ValueError(
+            f"points must be (N, 3) and occupancy (N,), got {tuple(points.shape)}, "
+            f"{tuple(occupancy.shape)}"
+        )
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    target = occupancy.to(points.dtype)
+    code = init.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([code], lr=lr)
+    loss = torch.tensor(float("nan"))
+    for p in decoder.parameters():
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            loss = ((decoder(points, code) - target) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            loss = ((decoder(points, code) - target) ** 2).mean()
+    finally:
+        for p in decoder.parameters():
+            p.requires_grad_(True)
+    return code.detach(), float(loss)

@@ -1,0 +1,16 @@
+"""`shapebridge eval METHOD`: reproduce a method's paper tables on the built-in benchmark."""
+
+from backend.dispatch import add_table
+
+EVALUATIONS = {
+    "retrieval_deformation": "backend.methods.retrieval_deformation.evaluate",
+    "feature_matching": "backend.methods.feature_matching.evaluate",
+}
+
+
+def add_arguments(parser):
+    add_table(parser, EVALUATIONS, "METHOD")
+
+
+def run(args):
+    return args._run(args)

@@ -1,0 +1,74 @@
+"""Checkpoint directory of a trained retrieval + deformation model.
+
+Layout: ``model.pt`` (state dicts only, loaded with ``weights_only=True``),
+``config.json`` (ModelConfig, TrainConfig, library description, training summary) and
+``library/`` (the `SourceLibrary` the auto-decoded codes belong to).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from backend.methods.retrieval_deformation.library import SourceLibrary
+from backend.methods.retrieval_deformation.model import DeformationModule, ModelConfig, RetrievalModule
+
+
+@dataclass
+class JointModel:
+    """A library with its deformation module D and retrieval module R."""
+
+    config: ModelConfig
+    library: SourceLibrary
+    deformation: DeformationModule
+    retrieval: RetrievalModule
+
+    def to(self, device: str | torch.device) -> JointModel:
+        self.deformation.to(device)
+        self.retrieval.to(device)
+        return self
+
+    def eval(self) -> JointModel:
+        self.deformation.eval()
+        self.retrieval.eval()
+        return self
+
+
+def build_model(config: ModelConfig, library: SourceLibrary, seed: int = 0) -> JointModel:
+    """Randomly initialised (seeded) modules for ``library``."""
+    torch.manual_seed(seed)
+    counts = torch.tensor([library.num_parts(s) for s in range(len(library))], dtype=torch.int64)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+    return JointModel(config, library, DeformationModule(config, offsets), RetrievalModule(config, len(library)))
+
+
+def save_checkpoint(model: JointModel, directory: str | Path, extra: dict) -> Path:
+    """Write ``model`` into ``directory`` (see the module docstring)."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    model.library.save(root / "library")
+    torch.save(
+        {"deformation": model.deformation.state_dict(), "retrieval": model.retrieval.state_dict()},
+        root / "model.pt",
+    )
+    doc = {"format": "shapebridge-retrieval-deformation", "version": 1,
+           "model": model.config.to_json(), **extra}
+    (root / "config.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return root
+
+
+def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[JointModel, dict]:
+    """Read a checkpoint directory; returns the model (eval mode) and its config.json."""
+    root = Path(directory)
+    path = root / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{root} is not a retrieval_deformation checkpoint (no config.json)")
+    doc = json.loads(path.read_text())
+    model = build_model(ModelConfig.from_json(doc["model"]), SourceLibrary.load(root / "library"))
+    state = torch.load(root / "model.pt", map_location="cpu", weights_only=True)
+    model.deformation.load_state_dict(state["deformation"])
+    model.retrieval.load_state_dict(state["retrieval"])
+    return model.to(device).eval(), doc

@@ -1,0 +1,241 @@
+"""``shapebridge train retrieval_deformation``: joint training of retrieval and deformation.
+
+Alternating updates per batch (paper Sec. 2.1): K candidates per target are drawn from
+P_R (uniformly during the first ``warmup_epochs``, as the authors' code), the deformation
+module is updated on L_def (Eq. 4) + symmetry with R fixed, then the retrieval module on
+L_emb (Eq. 2) with D fixed, using the fits of the same candidates. TensorBoard scalars go
+to ``--logdir`` (default ``OUT/tb``); the checkpoint (see `checkpoint`) to ``--out``.
+
+Variants (``--sampling``): ``biased`` (Ours), ``uniform`` (Uniform Sampling ablation: the
+same joint training, candidates drawn uniformly), ``random_pairs`` (DF: the deformation
+module alone on random pairs, unweighted L_def; the pre-trained module of R+DF / DAR+DF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.methods.retrieval_deformation.checkpoint import JointModel, build_model, save_checkpoint
+from backend.methods.retrieval_deformation.data import Targets, builtin_targets
+from backend.methods.retrieval_deformation.joint import (
+    SIGMA0,
+    deform_candidates,
+    deformation_loss,
+    embedding_loss,
+    inner_deformation_optimization,
+    soft_retrieval,
+)
+from backend.methods.retrieval_deformation.library import builtin_library
+from backend.methods.retrieval_deformation.model import ModelConfig
+
+SAMPLINGS = ("biased", "uniform", "random_pairs")
+
+
+@dataclass
+class TrainConfig:
+    """Training schedule and data (defaults: the paper and the authors' config)."""
+
+    category: str = "chair"
+    """Built-in category of sources and targets."""
+    sources: int = 500
+    """Library size (the authors' default ``num_sources``)."""
+    targets: int = 2000
+    """Training targets (train split, disjoint from the sources)."""
+    epochs: int = 300
+    batch_size: int = 16
+    k: int = 10
+    """K candidates sampled per target (soft retrieval)."""
+    sigma0: float = SIGMA0
+    lr: float = 1e-3
+    """SGD learning rate of the networks and of the auto-decoded codes (authors' config)."""
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 30
+    """Epochs with uniformly random candidates before sampling from P_R."""
+    sampling: str = "biased"
+    """biased (Ours) | uniform (Uniform Sampling) | random_pairs (DF)."""
+    symmetry_weight: float = 1.0
+    """Weight of the bilateral symmetry regulariser on symmetric sources."""
+    ido_in_training: bool = False
+    """Use IDO-refined fits as d_fit in L_emb (the paper's "w/ IDO" training)."""
+    ido_lr: float = 0.5
+    ido_max_iters: int = 2000
+    ido_tol: float = 1e-5
+    n_points: int = 2048
+    """Surface points per source and per target."""
+    resolution: int = 128
+    """Image targets: render resolution."""
+    views: int = 8
+    """Image targets: views per target (one drawn per step)."""
+    seed: int = 0
+    max_steps: int | None = None
+    """Stop after this many steps (None: run all epochs)."""
+
+
+def tiny_configs(target: str) -> tuple[ModelConfig, TrainConfig]:
+    """A seconds-long configuration for tests and smoke runs (paper-size point networks)."""
+    model = ModelConfig(target=target, image_width=8, image_blocks=(1, 1, 1, 1))
+    train = TrainConfig(sources=6, targets=4, epochs=1, batch_size=2, k=3, warmup_epochs=0,
+                        n_points=256, resolution=32, views=1, ido_max_iters=5)
+    return model, train
+
+
+def _inputs(model: JointModel, targets: Targets, index: np.ndarray, rng: np.random.Generator,
+            device: str) -> torch.Tensor:
+    """Encoder inputs of the targets ``index``: points (B, N, 3) or images (B, 3, H, W)."""
+    if model.config.target == "points":
+        return torch.from_numpy(targets.points[index]).to(device)
+    views = rng.integers(0, targets.images.shape[1], len(index))
+    im = targets.images[index, views]  # (B, H, W, 3) uint8
+    return torch.from_numpy(im).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+def train_step(model: JointModel, optimizers: dict, inputs: torch.Tensor, target_points: torch.Tensor,
+               config: TrainConfig, uniform: bool, generator: torch.Generator) -> dict[str, float]:
+    """One alternating update (deformation, then retrieval) on a batch of B targets.
+
+    inputs: encoder input (see `_inputs`); target_points: (B, N, 3) canonical frame.
+    Returns the scalars logged for the step.
+    """
+    lib, dev = model.library, target_points.device
+    with torch.no_grad():
+        d2_all = model.retrieval.distances(model.retrieval.encoder(inputs))
+    cand = soft_retrieval(d2_all, config.k, config.sigma0, generator, uniform=uniform)
+    sources = lib.batch(cand.reshape(-1), dev)
+    # Deformation update, retrieval fixed (Eq. 4 + symmetry).
+    out = deform_candidates(model.deformation, model.deformation.encoder(inputs), cand, sources,
+                            target_points)
+    d2_c = torch.gather(d2_all, 1, cand)
+    weighted = config.sampling != "random_pairs"
+    loss_def = deformation_loss(d2_c, out.fit, config.sigma0, weighted=weighted)
+    loss = loss_def + config.symmetry_weight * out.symmetry.mean()
+    optimizers["deformation"].zero_grad()
+    loss.backward()
+    optimizers["deformation"].step()
+    logs = {"loss_def": loss_def.item(), "symmetry": out.symmetry.mean().item(),
+            "fit_mean": out.fit.mean().item()}
+    if config.sampling == "random_pairs":
+        return logs
+    # Retrieval update, deformation fixed (Eq. 2).
+    fit = out.fit.detach()
+    if config.ido_in_training:
+        b, k = cand.shape
+        tgt = target_points[:, None].expand(-1, k, -1, -1).reshape(b * k, -1, 3)
+        ido = inner_deformation_optimization(out.params.detach().reshape(b * k, -1, 6), sources, tgt,
+                                             config.ido_lr, config.ido_max_iters, config.ido_tol)
+        fit = ido.fit.reshape(b, k)
+    d2 = model.retrieval.distances(model.retrieval.encoder(inputs), cand)
+    sigma = model.retrieval.sigma(cand)
+    loss_emb = embedding_loss(d2, fit, sigma, config.sigma0)
+    optimizers["retrieval"].zero_grad()
+    loss_emb.backward()
+    optimizers["retrieval"].step()
+    logs.update(loss_emb=loss_emb.item(), sigma_mean=sigma.mean().item(), fit_used=fit.mean().item())
+    return logs
+
+
+def make_optimizers(model: JointModel, config: TrainConfig) -> dict:
+    """SGD with momentum and weight decay for D (with its codes) and for R."""
+    def sgd(params):
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return {"deformation": sgd(model.deformation.parameters()),
+            "retrieval": sgd(model.retrieval.parameters())}
+
+
+def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdir: str | Path | None = None,
+          device: str = "cpu", data_dir: str | None = None, progress: bool = True) -> dict:
+    """Build the library and targets, train, write the checkpoint to ``out``.
+
+    Returns a summary: steps, seconds, last logged scalars.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    if config.sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {config.sampling!r}")
+    if config.batch_size < 2:
+        raise ValueError("batch_size must be at least 2 (the encoders use batch normalisation)")
+    start = time.perf_counter()
+    library = builtin_library(config.category, config.sources, config.seed, config.n_points)
+    targets = builtin_targets(
+        config.category, "train", config.targets, seed=config.seed, skip=config.sources,
+        n_points=config.n_points, images=model_config.target == "image",
+        resolution=config.resolution, views=config.views, data_dir=data_dir,
+    )
+    model = build_model(model_config, library, config.seed).to(device)
+    model.deformation.train()
+    model.retrieval.train()
+    optimizers = make_optimizers(model, config)
+    writer = SummaryWriter(str(logdir or Path(out) / "tb"))
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    step, logs = 0, {}
+    n = len(targets.points)
+    for epoch in range(config.epochs):
+        order = rng.permutation(n)
+        for b0 in range(0, n - config.batch_size + 1, config.batch_size):
+            index = order[b0:b0 + config.batch_size]
+            inputs = _inputs(model, targets, index, rng, device)
+            pts = torch.from_numpy(targets.points[index]).to(device)
+            uniform = config.sampling != "biased" or epoch < config.warmup_epochs
+            logs = train_step(model, optimizers, inputs, pts, config, uniform, generator)
+            for key, value in logs.items():
+                writer.add_scalar(f"train/{key}", value, step)
+            step += 1
+            if config.max_steps is not None and step >= config.max_steps:
+                break
+        if progress:
+            print(f"epoch {epoch + 1}/{config.epochs} step {step} " +
+                  " ".join(f"{k}={v:.4g}" for k, v in logs.items()), flush=True)
+        if config.max_steps is not None and step >= config.max_steps:
+            break
+    writer.close()
+    seconds = time.perf_counter() - start
+    summary = {"steps": step, "seconds": round(seconds, 2), "device": str(device), "last": logs}
+    save_checkpoint(model, out, {"train": dataclasses.asdict(config), "summary": summary})
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI of ``shapebridge train retrieval_deformation``."""
+    d = TrainConfig()
+    parser.add_argument("--target", choices=("points", "image"), default="points")
+    parser.add_argument("--category", default=d.category, choices=("chair", "table", "cabinet", "airplane"))
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--logdir", default=None, help="TensorBoard directory (default OUT/tb)")
+    parser.add_argument("--data", default=None, help="dataset directory (shapebridge data generate) "
+                        "to read targets from instead of generating them")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
+    parser.add_argument("--sampling", choices=SAMPLINGS, default=None)
+    parser.add_argument("--ido-in-training", action="store_true", default=None)
+    for name in ("sources", "targets", "epochs", "batch_size", "k", "warmup_epochs", "n_points",
+                 "resolution", "views", "seed", "max_steps"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    for name in ("lr", "symmetry_weight", "sigma0"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """Model and train configs: paper defaults (or the tiny preset) overridden by flags."""
+    if args.tiny:
+        model, train_config = tiny_configs(args.target)
+    else:
+        model, train_config = ModelConfig(target=args.target), TrainConfig()
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    return model, dataclasses.replace(train_config, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    model, config = configs_from_args(args)
+    summary = train(model, config, args.out, args.logdir, args.device, args.data)
+    print(f"wrote {args.out} ({summary['steps']} steps in {summary['seconds']} s)")
+    return 0

@@ -1,0 +1,360 @@
+"""Tests of implicit feature matching (paper 001): fast paths against naive references."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from backend.data.shapes import generate_shape
+from backend.methods.base import JobContext
+from backend.methods.feature_matching import train as train_mod
+from backend.methods.feature_matching.data import (
+    build_training_set,
+    category_seeds,
+    cell_centers,
+    sample_cells,
+    voxelize_mesh,
+)
+from backend.methods.feature_matching.matching import (
+    MatchConfig,
+    closest_point_on_triangles,
+    decoder_field,
+    gauss_newton_step,
+    match_points,
+    nearest_surface_points,
+)
+from backend.methods.feature_matching.method import FeatureMatching
+from backend.methods.feature_matching.model import (
+    PRESETS,
+    ImplicitDecoder,
+    ImplicitModel,
+    auto_decode,
+    load_checkpoint,
+    save_checkpoint,
+    soft_clip,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 0.0):
+    """allclose that reports where the largest difference is."""
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    diff = (actual.double() - expected.double()).abs()
+    bound = atol + rtol * expected.double().abs()
+    if not bool((diff <= bound).all()):
+        i = np.unravel_index(int(torch.argmax(diff - bound)), diff.shape)
+        raise AssertionError(
+            f"max excess at {tuple(int(j) for j in i)}: {float(actual[i])} vs "
+            f"{float(expected[i])} (diff {float(diff[i]):.3e}, atol {atol}, rtol {rtol})"
+        )
+
+
+def tiny_decoder(seed: int = 0, dtype=torch.float64, device="cpu") -> ImplicitDecoder:
+    torch.manual_seed(seed)
+    dec = ImplicitDecoder(PRESETS["tiny"]).to(device=device, dtype=dtype)
+    with torch.no_grad():  # larger weights than IM-Net's init so that kinks matter
+        for lin in dec.linears:
+            lin.weight.normal_(0.0, 0.5)
+            lin.bias.normal_(0.0, 0.1)
+    return dec
+
+
+def naive_jacobian(dec: ImplicitDecoder, points, code, layers, weights) -> torch.Tensor:
+    """Per-point reverse-mode autograd, one point at a time."""
+    rows = []
+    for p in points:
+        def f(x):
+            feats = dec.features(x[None], code, layers)
+            return torch.cat([w * h[0] for w, h in zip(weights, feats, strict=True)])
+        rows.append(torch.autograd.functional.jacobian(f, p))
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------ model
+def test_paper_decoder_widths_and_soft_clip():
+    dec = ImplicitDecoder(PRESETS["paper"])
+    shapes = [tuple(lin.weight.shape) for lin in dec.linears]
+    assert shapes == [(1024, 259), (1024, 1024), (1024, 1024), (512, 1024), (256, 512),
+                      (128, 256), (1, 128)]
+    y = torch.tensor([-1.0, 0.0, 0.3, 1.0, 2.0])
+    assert_close(soft_clip(y), torch.tensor([-0.01, 0.0, 0.3, 1.0, 1.0 + 0.01]), 1e-7)
+    enc_code = ImplicitModel(PRESETS["tiny"]).encoder(torch.zeros(2, 64, 64, 64))
+    assert enc_code.shape == (2, PRESETS["tiny"].code_dim)
+
+
+def test_features_match_forward_and_batched_codes():
+    dec = tiny_decoder()
+    x = torch.rand(2, 9, 3, dtype=torch.float64) - 0.5
+    z = torch.rand(2, 16, dtype=torch.float64)
+    # the last hidden features times W_L reproduce the output
+    (h6,) = dec.features(x, z, [6])
+    assert_close(dec(x, z), soft_clip(dec.linears[-1](h6)).squeeze(-1), 1e-12)
+    # the concatenated first layer equals W_1 (x (+) z)
+    (h1,) = dec.features(x[0], z[0], [1])
+    full = torch.cat([x[0], z[0].expand(9, 16)], 1) @ dec.linears[0].weight.T + dec.linears[0].bias
+    assert_close(h1, torch.nn.functional.leaky_relu(full, 0.02), 1e-12)
+    with pytest.raises(ValueError, match="layers must be in 1..6"):
+        dec.features(x[0], z[0], [7])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layers,weights", [((3,), (1.0,)), ((3, 6), (1.0, 0.1)), ((1, 4, 6), (2, 1, 0.5))])
+def test_jacobian_matches_finite_differences(device, layers, weights):
+    dec = tiny_decoder(1, device=device)
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(64, 3, generator=g, dtype=torch.float64) - 0.5).to(device)
+    z = torch.rand(16, generator=g, dtype=torch.float64).to(device)
+    _, jac = dec.features_and_jacobian(x, z, layers, weights)
+    eps = 1e-6
+    fd = []
+    for i in range(3):
+        e = torch.zeros(3, dtype=torch.float64, device=device)
+        e[i] = eps
+        fp, _ = dec.features_and_jacobian(x + e, z, layers, weights, with_jacobian=False)
+        fm, _ = dec.features_and_jacobian(x - e, z, layers, weights, with_jacobian=False)
+        fd.append((fp - fm) / (2 * eps))
+    fd = torch.stack(fd, dim=-1)
+    assert jac.shape == fd.shape == (64, fd.shape[1], 3)
+    assert float(jac.detach().abs().max()) > 1e-2  # not trivially zero
+    assert_close(jac.detach(), fd.detach(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 5, 17])
+def test_jacobian_matches_naive_per_point_autograd(n):
+    dec = tiny_decoder(2)
+    x = torch.rand(n, 3, dtype=torch.float64) - 0.5
+    z = torch.rand(16, dtype=torch.float64)
+    feats, jac = dec.features_and_jacobian(x, z, (3, 6), (1.0, 0.1))
+    naive = naive_jacobian(dec, x, z, (3, 6), (1.0, 0.1))
+    assert_close(jac.detach(), naive.detach(), 1e-12)
+    f3, f6 = dec.features(x, z, (3, 6))
+    assert_close(feats.detach(), torch.cat([f3, 0.1 * f6], 1).detach(), 1e-12)
+
+
+# ------------------------------------------------------------------ Gauss-Newton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lam", [0.0, 0.01, 0.5])
+@pytest.mark.parametrize("n,c", [(1, 4), (37, 20), (200, 3)])
+def test_gauss_newton_step_matches_per_point_solve(device, lam, n, c):
+    g = torch.Generator().manual_seed(n + c)
+    jac = torch.randn(n, c, 3, generator=g, dtype=torch.float64).to(device)
+    res = torch.randn(n, c, generator=g, dtype=torch.float64).to(device)
+    delta = torch.randn(n, 3, generator=g, dtype=torch.float64).to(device)
+    fast = gauss_newton_step(jac, res, delta, lam)
+    naive = []
+    for i in range(n):  # Eq. 7-8: augmented system [J; lam I] s = -[dPhi; lam delta_n]
+        a = torch.cat([jac[i], lam * torch.eye(3, dtype=torch.float64, device=device)])
+        b = torch.cat([res[i], lam * delta[i]])
+        s = torch.from_numpy(np.linalg.lstsq(a.cpu().numpy(), -b.cpu().numpy(), rcond=None)[0])
+        naive.append(delta[i].cpu() + s)
+    assert_close(fast.cpu(), torch.stack(naive), 1e-9, 1e-9)
+
+
+def test_gauss_newton_solves_linear_features_and_penalty_shrinks():
+    # Phi linear in x: one unregularised step lands exactly on the solution
+    g = torch.Generator().manual_seed(0)
+    jac = torch.randn(10, 6, 3, generator=g, dtype=torch.float64)
+    true = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    res = -(jac @ true.unsqueeze(-1)).squeeze(-1)  # dPhi at delta = 0
+    assert_close(gauss_newton_step(jac, res, torch.zeros(10, 3, dtype=torch.float64), 0.0), true, 1e-10)
+    shrunk = gauss_newton_step(jac, res, torch.zeros(10, 3, dtype=torch.float64), 1.0)
+    assert bool((shrunk.norm(dim=1) < true.norm(dim=1)).all())
+
+
+# ------------------------------------------------------------------ matching
+def scale_field(points, code, with_jacobian):
+    """Analytic features Phi(x; z) = (s x, (s x)^3), s = exp(z_0): the matched trajectory
+    is x_t = x_0 exp(z_0(A) - z_0(t)), monotone in x_0."""
+    s = torch.exp(code[0])
+    u = s * points
+    feats = torch.cat([u, u**3], dim=1)
+    if not with_jacobian:
+        return feats, None
+    eye = torch.eye(3, dtype=points.dtype)
+    j1 = s * eye.expand(len(points), 3, 3)
+    j2 = (3 * u**2 * s).unsqueeze(-1) * eye
+    return feats, torch.cat([j1, j2], dim=1)
+
+
+@pytest.mark.parametrize("jacobian_at", ["start", "current"])
+def test_trajectories_never_cross_on_analytic_field(jacobian_at):
+    line = torch.linspace(-0.45, 0.45, 61, dtype=torch.float64)
+    points = torch.stack([line, 0.3 * line, -0.2 * line + 0.1], dim=1)
+    za = torch.tensor([0.0, 0.0], dtype=torch.float64)
+    zb = torch.tensor([-0.7, 0.0], dtype=torch.float64)  # shapes grow by e^0.7
+    times = np.linspace(0, 1, 51)
+    cfg = MatchConfig(jacobian_at=jacobian_at)
+    res = match_points(scale_field, points, za, zb, cfg, times)
+    traj = res.trajectory
+    order = torch.diff(traj[..., 0], dim=1)
+    assert bool((order > 0).all()), "two trajectories crossed or met"
+    # and the trajectory is the analytic one (the penalty lags it by < 1 %)
+    expected = points * np.exp(0.7)
+    assert_close(res.points, expected, atol=0.01 * 0.45 * np.exp(0.7))
+    assert_close(traj[0], points, 0.0)
+    assert_close(traj[-1], res.points, 0.0)
+
+
+def test_match_points_chunking_and_network_no_collapse():
+    dec = tiny_decoder(4, dtype=torch.float32)
+    x = torch.rand(300, 3) - 0.5
+    za, zb = torch.rand(16), torch.rand(16)
+    field = decoder_field(dec, (3, 6), (1.0, 0.1))
+    cfg = MatchConfig(steps=10)
+    whole = match_points(field, x, za, zb, cfg, [0.0, 0.5, 1.0])
+    parts = match_points(field, x, za, zb, MatchConfig(steps=10, chunk_size=64), [0.0, 0.5, 1.0])
+    assert_close(parts.trajectory, whole.trajectory, 1e-6)
+    assert np.allclose(whole.times, [0, 0.5, 1])
+    assert float((whole.points - x).norm(dim=1).mean()) > 1e-3  # points moved
+    d = torch.cdist(whole.points, whole.points) + torch.eye(300) * 1e9
+    assert float(d.min()) > 1e-6  # distinct points stay distinct
+    with pytest.raises(ValueError, match="record times"):
+        match_points(field, x, za, zb, cfg, [1.5])
+
+
+# ------------------------------------------------------------------ geometry
+def test_closest_point_and_nearest_surface_against_brute_force():
+    mesh = generate_shape("chair", 7).mesh()
+    v, f = mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64)
+    rng = np.random.default_rng(0)
+    q = rng.uniform(-0.6, 0.6, (200, 3))
+    tri = v[f]
+    # brute force: closest point on every face, then dense barycentric check of one face
+    allc = closest_point_on_triangles(
+        np.repeat(q, len(f), 0), np.tile(tri[:, 0], (len(q), 1)), np.tile(tri[:, 1], (len(q), 1)),
+        np.tile(tri[:, 2], (len(q), 1))).reshape(len(q), len(f), 3)
+    dist = np.linalg.norm(allc - q[:, None], axis=2)
+    closest, face = nearest_surface_points(q, v, f)
+    assert np.allclose(np.linalg.norm(closest - q, axis=1), dist.min(axis=1), atol=1e-9)
+    assert np.allclose(dist[np.arange(len(q)), face], dist.min(axis=1), atol=1e-9)
+    # the triangle routine itself against dense barycentric samples
+    a, b, c = tri[3]
+    w = rng.dirichlet(np.ones(3), 20000)
+    dense = w @ np.stack([a, b, c])
+    for p in q[:20]:
+        cp = closest_point_on_triangles(p[None], a[None], b[None], c[None])[0]
+        assert np.linalg.norm(cp - p) <= np.linalg.norm(dense - p, axis=1).min() + 1e-12
+
+
+@pytest.mark.parametrize("category", ["chair", "table", "airplane"])
+def test_voxelize_mesh_matches_analytic_occupancy(category):
+    shape = generate_shape(category, 11)
+    mesh = shape.mesh()
+    vox = voxelize_mesh(mesh.vertices, mesh.faces, 32)
+    gt = shape.occupancy_grid(32)
+    assert gt.sum() > 0
+    assert (vox != gt).sum() <= 0.002 * gt.size
+
+
+def test_sample_cells_keep_surface_cells_and_centres():
+    occ = np.zeros((64, 64, 64), bool)
+    occ[20:40, 10:50, 30:34] = True
+    idx = sample_cells(occ, 5000, np.random.default_rng(0))
+    assert len(np.unique(idx)) == 5000
+    pts = cell_centers(idx, 64)
+    assert float(pts.abs().max()) < 0.5
+    values = occ.reshape(-1)[idx]
+    assert values.sum() == occ.sum()  # every inside cell of this thin slab borders the outside
+    assert np.array_equal(sample_cells(occ[::4, ::4, ::4], 4096, np.random.default_rng(0)), np.arange(4096))
+    # centre of flat index -> grid coordinates
+    assert_close(cell_centers(torch.tensor([0]), 16)[0], torch.tensor([-0.5 + 1 / 32] * 3), 1e-7)
+
+
+# ------------------------------------------------------------------ codes, training
+def test_auto_decode_reduces_occupancy_error():
+    torch.manual_seed(0)
+    model = ImplicitModel(PRESETS["tiny"])
+    with torch.no_grad():
+        for lin in model.decoder.linears:
+            lin.weight.normal_(0.0, 0.4)
+    x = torch.rand(2000, 3) - 0.5
+    z_true = torch.rand(16)
+    with torch.no_grad():
+        occ = (model.decoder(x, z_true) > 0.5).float()
+    z0 = torch.rand(16)
+    start = float(((model.decoder(x, z0) - occ) ** 2).mean())
+    z, loss = auto_decode(model.decoder, x, occ, z0, steps=150, lr=0.05)
+    assert loss < 0.5 * start
+    assert all(p.requires_grad for p in model.decoder.parameters())
+
+
+def test_two_step_training_and_checkpoint_round_trip(tmp_path):
+    cfg = train_mod.TrainConfig(preset="tiny", shapes=3, phase_iterations=(1, 0, 1), batch_shapes=2,
+                                points_per_shape=512, log_every=1, counts=(4096, 4096, 4096))
+    torch.manual_seed(cfg.seed)
+    before = ImplicitModel(PRESETS["tiny"]).state_dict()
+    model, record = train_mod.train(cfg, log=None)
+    assert record["steps"] == 2 and len(record["history"]) == 2
+    assert all(np.isfinite(h[2]) for h in record["history"])
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the optimiser moved
+    path = tmp_path / "chair.pt"
+    save_checkpoint(path, model, record)
+    loaded, meta = load_checkpoint(path)
+    x, vox = torch.rand(1, 50, 3) - 0.5, torch.zeros(1, 64, 64, 64)
+    vox[0, 20:40, 20:40, 20:40] = 1
+    assert_close(loaded(vox, x), model(vox, x).detach(), 0.0)
+    assert meta["category"] == "chair"
+    with pytest.raises(FileNotFoundError, match="shapebridge train feature_matching"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_train_cli_writes_checkpoint_and_card(tmp_path):
+    parser = argparse.ArgumentParser()
+    train_mod.add_arguments(parser)
+    out = tmp_path / "table.pt"
+    args = parser.parse_args(["--category", "table", "--preset", "tiny", "--shapes", "2", "--iterations",
+                              "1,1,0", "--batch", "2", "--points", "256", "--out", str(out)])
+    assert train_mod.run(args) == 0
+    assert out.is_file() and out.with_suffix(".md").is_file() and out.with_suffix(".json").is_file()
+    bad = parser.parse_args(["--iterations", "1,2"])
+    assert train_mod.run(bad) == 2
+
+
+def test_training_set_samples_are_consistent():
+    seeds = category_seeds("chair", "train", 2)
+    data = build_training_set("chair", seeds, counts=(4096, 4096, 4096))
+    shape = generate_shape("chair", seeds[1])
+    grid = shape.occupancy_grid(64)
+    assert np.array_equal(data.voxels[1], grid)
+    assert np.array_equal(data.occupancy[2][1], grid.reshape(-1)[data.cells[2][1]])
+    assert 0 < data.occupancy[2][1].mean() < 1  # surface-biased: both classes present
+
+
+# ------------------------------------------------------------------ Method API
+def chair_inputs(frame_rotation: bool):
+    a, b = generate_shape("chair", 1).mesh(), generate_shape("chair", 2).mesh()
+    parts = b.face_parts
+    va, vb = a.vertices, b.vertices
+    if frame_rotation:  # canonical -> Blender local (x, y, z) -> (x, -z, y), scaled and moved
+        va = (va @ np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], np.float32)) * 2 + 1
+        vb = vb @ np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], np.float32)
+    return {"source.vertices": va, "source.faces": a.faces, "target.vertices": vb,
+            "target.faces": b.faces, "target.face_parts": parts}
+
+
+@pytest.mark.parametrize("frame", ["blender", "canonical"])
+def test_method_infer_untrained(frame):
+    inputs = chair_inputs(frame == "blender")
+    method = FeatureMatching()
+    cfg = FeatureMatching.validate(inputs, {"steps": 4, "shape_keys": 5, "input_frame": frame,
+                                            "category": "cabinet"})
+    fractions = []
+    ctx = JobContext("t", report=lambda f, *a: fractions.append(f))
+    result = method.infer(inputs, cfg, ctx)
+    assert "no checkpoint loaded" in result.info["warning"]
+    out = result.outputs[0]
+    v = inputs["source.vertices"]
+    assert out.arrays["shape_keys"].shape == (5, len(v), 3)
+    assert np.allclose(out.arrays["shape_keys"][0], v, atol=1e-5)  # t = 0 is the source
+    assert out.meta["shape_key_names"] == ["t=0.00", "t=0.25", "t=0.50", "t=0.75", "t=1.00"]
+    colors = out.arrays["colors"]
+    assert colors.shape == (len(v), 4) and colors.min() >= 0 and colors.max() <= 1
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    with pytest.raises(ValueError, match="fine_layer equals layer"):
+        method.infer(inputs, FeatureMatching.validate(inputs, {"fine_layer": 3}), ctx)
