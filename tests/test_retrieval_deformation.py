@@ -1,0 +1,294 @@
+"""Tests of the retrieval + part-aware deformation method (paper 000): fast paths against
+naive loops, joint constraints, IDO, the Eq. 2 loss with learned sigma, the library, a
+2-step tiny training run and inference through the Method API."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from backend.methods.base import JobContext
+from backend.methods.retrieval_deformation import train as train_cli
+from backend.methods.retrieval_deformation.deformation import (
+    constraint_matrix,
+    deform_points,
+    find_joints,
+    nullspace_projector,
+    project_parameters,
+)
+from backend.methods.retrieval_deformation.inference import deformed_mesh
+from backend.methods.retrieval_deformation.joint import (
+    embedding_loss,
+    inner_deformation_optimization,
+    soft_retrieval,
+)
+from backend.methods.retrieval_deformation.library import SourceLibrary, builtin_library, folder_library
+from backend.methods.retrieval_deformation.method import RetrievalDeformation
+
+
+def assert_close(actual, expected, atol=1e-5, rtol=1e-5):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    err = np.abs(actual - expected) - (atol + rtol * np.abs(expected))
+    if (err > 0).any():
+        at = np.unravel_index(np.argmax(err), err.shape)
+        raise AssertionError(f"largest difference at {at}: {actual[at]} vs {expected[at]}")
+
+
+@pytest.fixture(scope="module")
+def library() -> SourceLibrary:
+    return builtin_library("chair", 4, seed=0, n_points=256)
+
+
+# ------------------------------------------------------------------ deformation vs naive
+def naive_deform(points, parts, centers, params):
+    out = np.empty_like(points)
+    for b in range(points.shape[0]):
+        for n in range(points.shape[1]):
+            i = parts[b, n]
+            for a in range(3):
+                p = points[b, n, a]
+                out[b, n, a] = p + params[b, i, a] + params[b, i, 3 + a] * (p - centers[b, i, a])
+    return out
+
+
+@pytest.mark.parametrize("b,n,p", [(1, 5, 1), (2, 17, 3), (3, 40, 7)])
+def test_deform_points_matches_naive_loop_forward_and_backward(b, n, p):
+    g = torch.Generator().manual_seed(b * 100 + n)
+    pts = torch.rand(b, n, 3, generator=g, dtype=torch.float64) - 0.5
+    parts = torch.randint(0, p, (b, n), generator=g)
+    centers = torch.rand(b, p, 3, generator=g, dtype=torch.float64) - 0.5
+    params = (torch.randn(b, p, 6, generator=g, dtype=torch.float64) * 0.1).requires_grad_(True)
+    out = deform_points(pts, parts, centers, params)
+    assert_close(out.detach(), naive_deform(pts.numpy(), parts.numpy(), centers.numpy(),
+                                            params.detach().numpy()), atol=1e-12)
+    # Backward: the gradient of a random linear functional, against finite differences.
+    w = torch.randn(b, n, 3, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out * w).sum(), params)
+    fd = np.zeros(params.shape)
+    base = params.detach().numpy()
+    for idx in np.ndindex(*params.shape):
+        hi, lo = base.copy(), base.copy()
+        hi[idx] += 1e-6
+        lo[idx] -= 1e-6
+        f = [(naive_deform(pts.numpy(), parts.numpy(), centers.numpy(), x) * w.numpy()).sum()
+             for x in (hi, lo)]
+        fd[idx] = (f[0] - f[1]) / 2e-6
+    assert_close(grad, fd, atol=1e-6)
+
+
+def naive_joints(points, parts, num_parts, tol):
+    out = {}
+    for i in range(num_parts):
+        for j in range(i + 1, num_parts):
+            a, b = points[parts == i], points[parts == j]
+            if len(a) == 0 or len(b) == 0:
+                continue
+            d = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+            if d.min() <= tol:
+                out[(i, j)] = d.min()
+    return out
+
+
+def test_find_joints_matches_brute_force():
+    rng = np.random.default_rng(3)
+    pts = rng.random((300, 3))
+    parts = rng.integers(0, 6, 300)
+    pts += parts[:, None] * 0.12  # parts spread so only some pairs touch
+    pairs, joints = find_joints(pts, parts, 6, tolerance=0.05)
+    expected = naive_joints(pts, parts, 6, 0.05)
+    assert {tuple(p) for p in pairs} == set(expected)
+    for (i, j), q in zip(pairs, joints):
+        # the joint is the midpoint of a closest pair: its distance to each part is d/2
+        for k in (i, j):
+            dq = np.sqrt(((pts[parts == k] - q) ** 2).sum(-1)).min()
+            assert dq == pytest.approx(expected[(i, j)] / 2, abs=1e-9)
+
+
+def naive_constraint_rows(centers, pairs, joints, x):
+    """Residual of each joint: part i's image of q minus part j's image of q."""
+    res = []
+    for (i, j), q in zip(pairs, joints):
+        qi = q + x[i, :3] + x[i, 3:] * (q - centers[i])
+        qj = q + x[j, :3] + x[j, 3:] * (q - centers[j])
+        res.append(qi - qj)
+    return np.concatenate(res)
+
+
+def test_projection_keeps_joints_and_is_the_closest_feasible_point():
+    rng = np.random.default_rng(0)
+    p = 5
+    centers = rng.random((p, 3)) - 0.5
+    pairs = np.array([[0, 1], [1, 2], [0, 3], [3, 4], [2, 4]])
+    joints = rng.random((len(pairs), 3)) - 0.5
+    a = constraint_matrix(centers, pairs, joints)
+    proj = nullspace_projector(a, 6 * p)
+    x0 = rng.normal(size=(p, 6)) * 0.2
+    # A x equals the naive joint residual for any x
+    assert_close(a @ x0.reshape(-1), naive_constraint_rows(centers, pairs, joints, x0), atol=1e-12)
+    x = project_parameters(torch.from_numpy(x0[None]), torch.from_numpy(proj[None]))[0].numpy()
+    assert_close(naive_constraint_rows(centers, pairs, joints, x), np.zeros(3 * len(pairs)), atol=1e-10)
+    assert_close(proj @ proj, proj, atol=1e-10)
+    assert_close(proj, proj.T, atol=1e-12)
+    # KKT solution of min |x - x0|^2 s.t. A x = 0
+    n, r = 6 * p, a.shape[0]
+    kkt = np.block([[np.eye(n), a.T], [a, np.zeros((r, r))]])
+    sol = np.linalg.lstsq(kkt, np.concatenate([x0.reshape(-1), np.zeros(r)]), rcond=None)[0]
+    assert_close(x.reshape(-1), sol[:n], atol=1e-8)
+
+
+def test_library_joints_hold_on_deformed_builtin_source(library):
+    s = 0
+    centers = library.ragged("centers", s).astype(np.float64)
+    pairs, joints = library.ragged("joint_pairs", s), library.ragged("joint_points", s)
+    assert len(pairs) >= library.num_parts(s) - 1  # a chair is one connected structure
+    x0 = np.random.default_rng(1).normal(size=(library.num_parts(s), 6)) * 0.2
+    x = (library.projector(s) @ x0.reshape(-1)).reshape(-1, 6)
+    assert np.abs(naive_constraint_rows(centers, pairs, joints.astype(np.float64), x)).max() < 1e-6
+    assert np.abs(x - x0).max() > 1e-3  # the projection did something
+
+
+def test_deformed_mesh_moves_vertices_like_their_part(library):
+    s = 1
+    x = library.projector(s) @ (np.random.default_rng(2).normal(size=6 * library.num_parts(s)) * 0.1)
+    params = x.reshape(-1, 6)
+    v, f, fp = deformed_mesh(library, s, params)
+    v0, f0, fp0 = library.mesh(s)
+    centers = library.ragged("centers", s)
+    for face in range(0, len(f), max(1, len(f) // 50)):
+        i = fp[face]
+        for c in range(3):
+            orig = v0[f0[face, c]].astype(np.float64)
+            expect = orig + params[i, :3] + params[i, 3:] * (orig - centers[i])
+            assert_close(v[f[face, c]], expect, atol=1e-5)
+
+
+# ------------------------------------------------------------------ retrieval pieces
+def test_embedding_loss_matches_eq2_and_trains_sigma():
+    g = torch.Generator().manual_seed(0)
+    d2 = (torch.rand(3, 4, generator=g) * 300).requires_grad_(True)
+    fit = torch.rand(3, 4, generator=g) * 0.02
+    sigma = (torch.rand(3, 4, generator=g) + 0.1).requires_grad_(True)
+    loss = embedding_loss(d2, fit, sigma)
+    naive = 0.0
+    for b in range(3):
+        zr = sum(np.exp(-d2[b, j].item() / 100.0) for j in range(4))
+        zf = sum(np.exp(-100.0 * fit[b, j].item() / sigma[b, j].item()) for j in range(4))
+        for k in range(4):
+            pr = np.exp(-d2[b, k].item() / 100.0) / zr
+            pf = np.exp(-100.0 * fit[b, k].item() / sigma[b, k].item()) / zf
+            naive += abs(pr - pf)
+    assert loss.item() == pytest.approx(naive / 3, rel=1e-5)
+    loss.backward()
+    assert sigma.grad.abs().sum() > 0 and d2.grad.abs().sum() > 0
+
+
+def test_soft_retrieval_draws_distinct_candidates_biased_by_p_r():
+    d2 = torch.tensor([[0.0] + [5000.0] * 19])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        c = soft_retrieval(d2, 10, generator=g)
+        assert c.shape == (1, 10) and len(set(c[0].tolist())) == 10 and 0 in c[0].tolist()
+    with pytest.raises(ValueError, match="cannot draw"):
+        soft_retrieval(d2, 21)
+
+
+def test_ido_batched_matches_per_candidate_loop_and_keeps_joints(library):
+    idx = np.array([0, 1, 2])
+    batch = library.batch(idx, "cpu")
+    target = torch.from_numpy(library.points[[3, 3, 2]] * np.float32(1.1))
+    params = torch.zeros(3, batch.centers.shape[1], 6)
+    res = inner_deformation_optimization(params, batch, target, lr=0.5, max_iters=30, tol=1e-5)
+    for m in range(3):
+        one = library.batch(idx[m:m + 1], "cpu")
+        p = one.centers.shape[1]
+        r1 = inner_deformation_optimization(torch.zeros(1, p, 6), one, target[m:m + 1], 0.5, 30, 1e-5)
+        assert_close(res.fit[m], r1.fit[0], atol=1e-6)
+        assert_close(res.params[m, :p], r1.params[0], atol=1e-5)
+        assert int(res.iterations[m]) == int(r1.iterations[0])
+        s = int(idx[m])
+        pairs, joints = library.ragged("joint_pairs", s), library.ragged("joint_points", s)
+        resid = naive_constraint_rows(library.ragged("centers", s).astype(np.float64), pairs,
+                                      joints.astype(np.float64), res.params[m, :p].double().numpy())
+        assert np.abs(resid).max() < 1e-4
+    from backend.core.metrics import chamfer_distance
+
+    before = chamfer_distance(batch.points, target).chamfer
+    assert (res.fit < before).all()
+
+
+# ------------------------------------------------------------------ library
+def test_folder_library_uses_obj_groups_and_round_trips(tmp_path):
+    def box(lo, hi, offset):
+        x0, y0, z0 = lo
+        x1, y1, z1 = hi
+        v = [(x, y, z) for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)]
+        quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+        lines = [f"v {a} {b} {c}" for a, b, c in v]
+        lines += ["f " + " ".join(str(offset + i + 1) for i in q) for q in quads]
+        return lines
+    obj = ["o seat", *box((-0.4, 0.4, -0.4), (0.4, 0.5, 0.4), 0),
+           "o leg", *box((-0.05, -0.5, -0.05), (0.05, 0.4, 0.05), 8)]
+    folder = tmp_path / "lib" / "stools"
+    folder.mkdir(parents=True)
+    (folder / "stool.obj").write_text("\n".join(obj) + "\n")
+    lib = folder_library(tmp_path / "lib", n_points=128)
+    assert lib.names == ["stools/stool"] and lib.categories == ["stools"]
+    assert sorted(lib.part_labels[0]) == ["leg", "seat"]
+    assert len(lib.ragged("joint_pairs", 0)) == 1
+    assert bool(lib.symmetric[0])
+    lib.save(tmp_path / "saved")
+    back = SourceLibrary.load(tmp_path / "saved")
+    assert back.names == lib.names and back.part_labels == lib.part_labels
+    assert_close(back.points, lib.points, atol=0)
+    assert_close(back.projector(0), lib.projector(0), atol=1e-12)
+    with pytest.raises(ValueError, match="not a source library"):
+        SourceLibrary.load(tmp_path)
+
+
+# ------------------------------------------------------------------ training and inference
+@pytest.mark.parametrize("target", ["points", "image"])
+def test_two_step_tiny_training_then_infer_from_checkpoint(tmp_path, target):
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    out = tmp_path / "ckpt"
+    args = parser.parse_args(["--tiny", "--target", target, "--out", str(out), "--max-steps", "2"])
+    assert train_cli.run(args) == 0
+    assert (out / "model.pt").is_file() and (out / "library" / "manifest.json").is_file()
+    assert any((out / "tb").iterdir())  # TensorBoard event file
+    method = RetrievalDeformation()
+    if target == "points":
+        pts = np.random.default_rng(0).random((300, 3)).astype(np.float32) - 0.5
+        inputs = {"points.points": pts}
+    else:
+        inputs = {"image.pixels": np.full((24, 24, 3), 200, np.uint8)}
+    config = method.validate(inputs, {"checkpoint": str(out), "top_k": 2, "n_points": 128,
+                                      "ido_max_iters": 3})
+    result = method.infer(inputs, config, JobContext("t"))
+    assert "warning" not in result.info and result.info["checkpoint"] == str(out)
+    assert len(result.outputs) == 2
+
+
+def test_infer_untrained_on_tiny_inputs_through_method_api():
+    method = RetrievalDeformation()
+    rng = np.random.default_rng(0)
+    v = (rng.random((30, 3)) - 0.5).astype(np.float32)
+    f = rng.integers(0, 30, (40, 3)).astype(np.int32)
+    params = {"untrained_sources": 4, "top_k": 3, "n_points": 64, "ido_max_iters": 10}
+    inputs = {"mesh.vertices": v, "mesh.faces": f}
+    result = method.infer(inputs, method.validate(inputs, params), JobContext("m"))
+    assert "no checkpoint is loaded" in result.info["warning"]
+    assert len(result.outputs) == 3
+    fits = [o.meta["fit_chamfer_l2sq"] for o in result.outputs]
+    assert fits == sorted(fits)
+    for o in result.outputs:
+        a = o.arrays
+        assert a["vertices"].dtype == np.float32 and a["faces"].dtype == np.int32
+        assert a["face_parts"].max() < len(o.meta["part_labels"])
+        assert o.meta["placement"] == "mesh"
+    both = {**inputs, "image.pixels": np.zeros((8, 8, 3), np.uint8)}
+    with pytest.raises(ValueError, match="exactly one target"):
+        method.infer(both, method.validate(both, params), JobContext("m"))
