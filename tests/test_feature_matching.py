@@ -366,3 +366,20 @@ def test_method_infer_untrained(frame):
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
     with pytest.raises(ValueError, match="fine_layer equals layer"):
         method.infer(inputs, FeatureMatching.validate(inputs, {"fine_layer": 3}), ctx)
+
+
+def test_evaluate_cli_on_a_tiny_checkpoint(tmp_path):
+    from backend.methods.feature_matching import evaluate
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "chair.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "fm.json"
+    args = parser.parse_args(["--checkpoint", str(tmp_path / "chair.pt"), "--pairs", "1", "--points",
+                              "256", "--steps", "2", "--json", str(out)])
+    assert evaluate.run(args) == 0
+    text = out.read_text()
+    for metric in ("part CD", "EMD", "keypoint error"):
+        assert metric in text
+    assert evaluate.run(parser.parse_args(["--checkpoint", str(tmp_path / "none.pt")])) == 2

@@ -62,3 +62,13 @@ def test_the_rule_checker_catches_violations(tmp_path):
     f = tmp_path / "x.py"
     f.write_text("def f():\n    import bpy.types\n    from torch import nn\n    importlib.import_module('bmesh')\n")
     assert {"bpy", "torch", "bmesh"} <= imported_modules(f)
+
+
+def test_readme_opens_with_the_two_commands_and_carries_the_tested_example():
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    assert [line.split()[:2] for line in first_block] == [["make", "demo"], ["make", "test"]]
+    # the scripting example is the one tests/test_addon_bpy.py runs from docs/addon.md
+    doc = (ROOT / "docs" / "addon.md").read_text()
+    example = doc.split("```python\n# shapebridge_batch.py", 1)[1].split("```", 1)[0]
+    assert "# shapebridge_batch.py" + example in readme

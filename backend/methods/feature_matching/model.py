@@ -182,6 +182,7 @@ class ImplicitDecoder(nn.Module):
         wanted = {layer: w for layer, w in zip(layers, weights, strict=True)}
         feats, jacs = [], []
         pre = self._first_layer(points, code)
+        h = pre
         # jt: (N, 3, w) = transpose of the Jacobian of the current layer's features.
         jt = self.linears[0].weight[:, :3].T.unsqueeze(0) if with_jacobian else None
         for i in range(1, max(layers) + 1):

@@ -126,7 +126,7 @@ def train(
             loss.backward()
             opt.step()
             step += 1
-            running.append(float(loss))
+            running.append(loss.item())
             if step % config.log_every == 0:
                 history.append((step, res, float(np.mean(running[-config.log_every:]))))
                 if log:
