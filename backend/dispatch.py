@@ -32,3 +32,8 @@ def add_table(parser: argparse.ArgumentParser, table: dict[str, str], metavar: s
 def _missing(module: str) -> int:
     print(f"shapebridge: {module} is not available in this version", file=sys.stderr)
     return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sub-command chosen by `add_table`."""
+    return args._run(args)

@@ -1,6 +1,6 @@
 """`shapebridge eval METHOD`: reproduce a method's paper tables on the built-in benchmark."""
 
-from backend.dispatch import add_table
+from backend.dispatch import add_table, run  # noqa: F401 (run is this command's entry point)
 
 EVALUATIONS = {
     "retrieval_deformation": "backend.methods.retrieval_deformation.evaluate",
@@ -10,7 +10,3 @@ EVALUATIONS = {
 
 def add_arguments(parser):
     add_table(parser, EVALUATIONS, "METHOD")
-
-
-def run(args):
-    return args._run(args)

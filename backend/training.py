@@ -1,6 +1,6 @@
 """`shapebridge train METHOD`: train a method's model with its paper's configuration."""
 
-from backend.dispatch import add_table
+from backend.dispatch import add_table, run  # noqa: F401 (run is this command's entry point)
 
 TRAINERS = {
     "retrieval_deformation": "backend.methods.retrieval_deformation.train",
@@ -10,7 +10,3 @@ TRAINERS = {
 
 def add_arguments(parser):
     add_table(parser, TRAINERS, "METHOD")
-
-
-def run(args):
-    return args._run(args)

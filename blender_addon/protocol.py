@@ -35,7 +35,7 @@ PROTOCOL_MINOR = 0
 PROTOCOL_VERSION = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
 
 
-class MsgType(str, enum.Enum):
+class MsgType(enum.StrEnum):
     """Message types. Direction: C = client to server, S = server to client."""
 
     HELLO = "hello"  # C: versions; S: versions, device, methods and their schemas
@@ -49,7 +49,7 @@ class MsgType(str, enum.Enum):
     HEARTBEAT = "heartbeat"  # both ways: liveness; S includes its instance id
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     """Error codes carried by ``error`` messages and `ProtocolError`."""
 
     BAD_MESSAGE = "bad_message"  # frames or header malformed / truncated

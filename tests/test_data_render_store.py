@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import assert_close
 
 from backend.bench.results import write_results
 from backend.data.generate import GenerateConfig, build_index, generate_dataset, split_of
@@ -23,6 +22,7 @@ from backend.data.render import (
 )
 from backend.data.shapes import generate_shape
 from backend.data.store import DatasetReader
+from tests.conftest import assert_close
 
 TINY = GenerateConfig("chair", count=3, seed=7, shard_size=1,
                       render=RenderConfig(resolution=32, views=2))

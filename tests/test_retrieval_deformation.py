@@ -25,7 +25,12 @@ from backend.methods.retrieval_deformation.joint import (
     inner_deformation_optimization,
     soft_retrieval,
 )
-from backend.methods.retrieval_deformation.library import SourceLibrary, builtin_library, folder_library
+from backend.methods.retrieval_deformation.library import (
+    SourceLibrary,
+    builtin_library,
+    folder_library,
+    is_symmetric,
+)
 from backend.methods.retrieval_deformation.method import RetrievalDeformation
 
 
@@ -223,15 +228,14 @@ def test_ido_batched_matches_per_candidate_loop_and_keeps_joints(library):
 # ------------------------------------------------------------------ library
 def test_folder_library_uses_obj_groups_and_round_trips(tmp_path):
     def box(lo, hi, offset):
-        x0, y0, z0 = lo
-        x1, y1, z1 = hi
-        v = [(x, y, z) for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)]
+        v = [(x, y, z) for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
         quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
-        lines = [f"v {a} {b} {c}" for a, b, c in v]
-        lines += ["f " + " ".join(str(offset + i + 1) for i in q) for q in quads]
-        return lines
-    obj = ["o seat", *box((-0.4, 0.4, -0.4), (0.4, 0.5, 0.4), 0),
-           "o leg", *box((-0.05, -0.5, -0.05), (0.05, 0.4, 0.05), 8)]
+        faces = ["f " + " ".join(str(offset + i + 1) for i in q) for q in quads]
+        return [f"v {a} {b} {c}" for a, b, c in v], faces
+
+    seat_v, seat_f = box((-0.4, 0.4, -0.4), (0.4, 0.5, 0.4), 0)
+    leg_v, leg_f = box((-0.05, -0.5, -0.05), (0.05, 0.4, 0.05), 8)
+    obj = [*seat_v, *leg_v, "g seat", *seat_f, "g leg", *leg_f]
     folder = tmp_path / "lib" / "stools"
     folder.mkdir(parents=True)
     (folder / "stool.obj").write_text("\n".join(obj) + "\n")
@@ -292,3 +296,12 @@ def test_infer_untrained_on_tiny_inputs_through_method_api():
     both = {**inputs, "image.pixels": np.zeros((8, 8, 3), np.uint8)}
     with pytest.raises(ValueError, match="exactly one target"):
         method.infer(both, method.validate(both, params), JobContext("m"))
+
+
+def test_symmetry_flag_rejects_a_lopsided_shape():
+    rng = np.random.default_rng(0)
+    sym = rng.random((2000, 3)) - 0.5
+    lopsided = sym.copy()
+    lopsided[:, 0] = np.where(lopsided[:, 1] > 0, np.abs(lopsided[:, 0]), lopsided[:, 0])
+    assert is_symmetric(sym, np.random.default_rng(1))
+    assert not is_symmetric(lopsided, np.random.default_rng(1))

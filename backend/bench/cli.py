@@ -1,6 +1,6 @@
 """`shapebridge bench NAME`: benchmarks that print tables (and write results with --json)."""
 
-from backend.dispatch import add_table
+from backend.dispatch import add_table, run  # noqa: F401 (run is this command's entry point)
 
 BENCHMARKS = {
     "transport": "backend.bench.transport",
@@ -12,7 +12,3 @@ BENCHMARKS = {
 
 def add_arguments(parser):
     add_table(parser, BENCHMARKS, "NAME")
-
-
-def run(args):
-    return args._run(args)

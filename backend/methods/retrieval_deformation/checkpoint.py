@@ -14,7 +14,11 @@ from pathlib import Path
 import torch
 
 from backend.methods.retrieval_deformation.library import SourceLibrary
-from backend.methods.retrieval_deformation.model import DeformationModule, ModelConfig, RetrievalModule
+from backend.methods.retrieval_deformation.model import (
+    DeformationModule,
+    ModelConfig,
+    RetrievalModule,
+)
 
 
 @dataclass

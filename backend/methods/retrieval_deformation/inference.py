@@ -12,9 +12,16 @@ import torch
 from backend.data.samples import sample_surface
 from backend.data.shapes import Mesh
 from backend.methods.base import JobContext, MethodResult, Output
-from backend.methods.retrieval_deformation.checkpoint import JointModel, build_model, load_checkpoint
+from backend.methods.retrieval_deformation.checkpoint import (
+    JointModel,
+    build_model,
+    load_checkpoint,
+)
 from backend.methods.retrieval_deformation.deformation import deform_points
-from backend.methods.retrieval_deformation.joint import deform_candidates, inner_deformation_optimization
+from backend.methods.retrieval_deformation.joint import (
+    deform_candidates,
+    inner_deformation_optimization,
+)
 from backend.methods.retrieval_deformation.library import SourceLibrary, builtin_library
 from backend.methods.retrieval_deformation.model import ModelConfig
 from blender_addon.conventions import (

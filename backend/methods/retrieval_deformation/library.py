@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.core.metrics import chamfer_distance
 from backend.data.generate import shape_seed, split_of
 from backend.data.loaders import load_user_folder
 from backend.data.samples import sample_surface
@@ -30,13 +31,13 @@ from backend.methods.retrieval_deformation.deformation import (
     find_joints,
     nullspace_projector,
     part_centers,
-    symmetry_loss,
+    reflect_x,
 )
 
-#: A source is flagged bilaterally symmetric when the squared chamfer between its samples
-#: and their mirror image is below this (about four times the sampling noise at 2048
-#: points on a unit-cube shape).
-SYMMETRY_THRESHOLD = 2e-3
+#: A source is flagged bilaterally symmetric when the chamfer between one half of its
+#: samples and the mirror image of the other half is at most this factor times the
+#: chamfer between the two halves as they are (the sampling noise at this density).
+SYMMETRY_FACTOR = 2.0
 _RAGGED = ("vertices", "faces", "face_parts", "centers", "joint_pairs", "joint_points")
 
 
@@ -187,6 +188,17 @@ class _Source:
     part_labels: list[str]
 
 
+def is_symmetric(points: np.ndarray, rng: np.random.Generator) -> bool:
+    """Whether (N, 3) canonical samples are mirror-symmetric about x = 0 (see SYMMETRY_FACTOR)."""
+    perm = rng.permutation(len(points))
+    half = len(points) // 2
+    a = torch.from_numpy(points[perm[:half]][None].astype(np.float32))
+    b = torch.from_numpy(points[perm[half:]][None].astype(np.float32))
+    noise = chamfer_distance(a, b).chamfer.item()
+    mirrored = chamfer_distance(a, reflect_x(b)).chamfer.item()
+    return mirrored <= SYMMETRY_FACTOR * noise + 1e-6
+
+
 def prepare_source(
     source: _Source, n_points: int, rng: np.random.Generator, tolerance: float = JOINT_TOLERANCE
 ) -> dict:
@@ -210,8 +222,7 @@ def prepare_source(
     dense_parts = np.concatenate([parts, vparts])
     centers = part_centers(dense, dense_parts, len(labels))
     pairs, joints = find_joints(dense, dense_parts, len(labels), tolerance)
-    t = torch.from_numpy(pts[None].astype(np.float32))
-    symmetric = bool(symmetry_loss(t).item() < SYMMETRY_THRESHOLD)
+    symmetric = is_symmetric(pts, rng)
     return {
         "name": source.name,
         "category": source.category,

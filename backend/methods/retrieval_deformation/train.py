@@ -22,7 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.methods.retrieval_deformation.checkpoint import JointModel, build_model, save_checkpoint
+from backend.methods.retrieval_deformation.checkpoint import (
+    JointModel,
+    build_model,
+    save_checkpoint,
+)
 from backend.methods.retrieval_deformation.data import Targets, builtin_targets
 from backend.methods.retrieval_deformation.joint import (
     SIGMA0,
