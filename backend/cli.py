@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("backend.bench.cli", "run a benchmark and print its table"),
     "eval": ("backend.evaluation", "evaluate a method and print its paper's tables"),
     "train": ("backend.training", "train a method"),
+    "library": ("backend.library", "index a folder of your meshes as a retrieval library"),
     "demo": ("backend.demo", "run every registered method through Blender, headless"),
 }
 
