@@ -102,10 +102,8 @@ def test_progress_and_cancel_running_and_queued(backend_server, client_factory):
         with pytest.raises(ClientError) as e:
             fut.result(timeout=5)
         assert e.value.code == P.ErrorCode.CANCELLED and fut.state == "cancelled"
-    # the worker is free again at once
-    t0 = time.monotonic()
-    client.submit("mesh_stats", P.mesh_arrays("mesh", v, f)).result(timeout=10)
-    assert time.monotonic() - t0 < 5
+    # the worker is free again: a new job finishes long before the cancelled 30 s ones would have
+    client.submit("mesh_stats", P.mesh_arrays("mesh", v, f)).result(timeout=15)
 
 
 class RawPeer:
@@ -250,9 +248,8 @@ def test_jobs_of_a_vanished_client_are_cancelled(start_backend, client_factory):
     leaver.close()  # no goodbye: the server notices the silence
     other = client_factory(backend.address)
     other.connect()
-    t0 = time.monotonic()
+    # would time out if the vanished client's 60 s job still held the worker
     other.submit("mesh_stats", P.mesh_arrays("mesh", v, f)).result(timeout=30)
-    assert time.monotonic() - t0 < 10, "the vanished client's job kept the worker busy"
     assert "went silent: cancelled 1 job" in backend.output()
 
 
@@ -269,7 +266,7 @@ def test_backend_killed_mid_job_reports_within_inactivity_timeout(backend_server
         fut.result(timeout=10)
     waited = time.monotonic() - t0
     assert e.value.code == P.ErrorCode.TIMEOUT and "silent" in e.value.message
-    assert waited < 2.0 + 1.5, waited
+    assert waited < 2.0 + 3.0, f"reported after {waited:.1f} s; the inactivity timeout is 2 s"
     assert not client.connected
 
 
@@ -337,9 +334,7 @@ def test_clean_shutdown_on_sigterm(backend_server, client_factory):
     v, f = cube()
     client.submit("mesh_stats", P.mesh_arrays("mesh", v, f), {"delay_s": 60.0})
     time.sleep(0.5)
-    t0 = time.monotonic()
-    assert backend_server.stop() == 0
-    assert time.monotonic() - t0 < 10
+    assert backend_server.stop() == 0  # exits by itself on SIGTERM (else it is killed: -9)
     log = backend_server.output()
     assert "shutting down: cancelling 1 job" in log and "stopped" in log
 
