@@ -376,10 +376,15 @@ def test_evaluate_cli_on_a_tiny_checkpoint(tmp_path):
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     out = tmp_path / "fm.json"
-    args = parser.parse_args(["--checkpoint", str(tmp_path / "chair.pt"), "--pairs", "1", "--points",
-                              "256", "--steps", "2", "--json", str(out)])
+    args = parser.parse_args(["--checkpoint-dir", str(tmp_path), "--pairs", "1", "--points", "128",
+                              "--steps", "2", "--fit-iterations", "2", "--fig6-pairs", "1",
+                              "--json", str(out)])
     assert evaluate.run(args) == 0
     text = out.read_text()
-    for metric in ("part CD", "EMD", "keypoint error"):
+    for metric in ("part CD", "part EMD", "EMD", "keypoint error", "CD to target"):
         assert metric in text
-    assert evaluate.run(parser.parse_args(["--checkpoint", str(tmp_path / "none.pt")])) == 2
+    for variant in ("cross-fit + ARAP", "cross-fit + Laplacian", "armchair->no-arm", "layer 6 only"):
+        assert variant in text
+    assert (tmp_path / "fm_layers.png").is_file()
+    assert evaluate.run(parser.parse_args(["--checkpoint-dir", str(tmp_path / "none")])) == 2
+    assert evaluate.run(parser.parse_args(["--categories", "sofa"])) == 2

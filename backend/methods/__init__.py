@@ -14,7 +14,11 @@ from backend.methods.base import Method
 REGISTRY: dict[str, type[Method]] = {}
 
 # Built-in method modules, imported on first use of the registry.
-BUILTIN_MODULES = ("backend.methods.diagnostic",)
+BUILTIN_MODULES = (
+    "backend.methods.diagnostic",
+    "backend.methods.retrieval_deformation.method",
+    "backend.methods.feature_matching.method",
+)
 
 
 def register(cls: type[Method]) -> type[Method]:

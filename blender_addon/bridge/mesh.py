@@ -216,6 +216,74 @@ def add_shape_keys(obj: bpy.types.Object, keys: np.ndarray, names: Sequence[str]
     obj.data.shape_keys.use_relative = True
 
 
+def trajectory_weights(times: Sequence[float], t: float) -> np.ndarray:
+    """Shape key values that blend piecewise-linearly along a trajectory at slider ``t``.
+
+    times: (K,) increasing key times in [0, 1] (K >= 2). Key i gets the hat function that is
+    1 at times[i] and falls linearly to 0 at its neighbours' times (clamped at both ends), so
+    the values sum to 1 and relative keys holding absolute positions interpolate them.
+    Returns (K,) float64 weights; the drivers of `add_trajectory_slider` evaluate the same.
+    """
+    ts = np.asarray(times, dtype=np.float64)
+    return np.array([np.interp(float(t), ts, row) for row in np.eye(len(ts))])
+
+
+def _hat_expression(times: np.ndarray, i: int) -> str:
+    """Driver expression of key i's hat weight in the slider variable ``t`` (simple
+    expression subset: arithmetic, min, max, so Blender evaluates it without Python)."""
+    k = len(times)
+    rising = falling = None
+    if i > 0:
+        a, b = times[i - 1], times[i]
+        rising = f"(t - {a!r}) / {b - a!r}"
+    if i < k - 1:
+        b, c = times[i], times[i + 1]
+        falling = f"({c!r} - t) / {c - b!r}"
+    if rising is None:
+        return f"max(0.0, min(1.0, {falling}))"
+    if falling is None:
+        return f"max(0.0, min(1.0, {rising}))"
+    return f"max(0.0, min({rising}, {falling}))"
+
+
+def add_trajectory_slider(
+    obj: bpy.types.Object, times: Sequence[float] | None = None, prop: str = "shapebridge_t"
+) -> None:
+    """Drive all trajectory shape keys of ``obj`` by one 0-1 custom property ``obj[prop]``.
+
+    obj: a mesh object whose shape keys after the Basis are the trajectory's positions at
+        ``times`` (added by `add_shape_keys`).
+    times: (K,) strictly increasing key times from 0 to 1; None means evenly spaced.
+    Each key's value gets a driver with the hat weight of `trajectory_weights`, so moving the
+    slider blends the mesh piecewise-linearly along the trajectory; the slider starts at 1
+    (the end of the trajectory).
+    """
+    key = obj.data.shape_keys
+    blocks = list(key.key_blocks)[1:] if key is not None else []
+    if len(blocks) < 2:
+        raise BridgeError(f"'{obj.name}' needs at least 2 shape keys for a trajectory slider, "
+                          f"has {len(blocks)}")
+    ts = np.linspace(0.0, 1.0, len(blocks)) if times is None else np.asarray(times, np.float64)
+    if ts.shape != (len(blocks),) or not np.all(np.diff(ts) > 0) or ts[0] != 0 or ts[-1] != 1:
+        raise BridgeError(f"trajectory times of '{obj.name}' must be {len(blocks)} increasing "
+                          f"values from 0 to 1, got {np.asarray(times).tolist()}")
+    obj[prop] = 1.0
+    obj.id_properties_ui(prop).update(
+        min=0.0, max=1.0, soft_min=0.0, soft_max=1.0, step=1,
+        description="Position along the deformation trajectory (0 = source, 1 = matched)",
+    )
+    for i, block in enumerate(blocks):
+        block.slider_min, block.slider_max = 0.0, 1.0
+        driver = block.driver_add("value").driver
+        driver.type = "SCRIPTED"
+        var = driver.variables.new()
+        var.name, var.type = "t", "SINGLE_PROP"
+        var.targets[0].id_type = "OBJECT"
+        var.targets[0].id = obj
+        var.targets[0].data_path = f'["{prop}"]'
+        driver.expression = _hat_expression(ts, i)
+
+
 def add_part_groups(
     obj: bpy.types.Object, face_parts: np.ndarray, labels: Sequence[str] | None
 ) -> None:

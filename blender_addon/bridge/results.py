@@ -22,12 +22,20 @@ from mathutils import Matrix
 from .. import protocol
 from .camera import new_camera_object
 from .common import BridgeError
-from .mesh import add_color_attribute, add_part_groups, add_shape_keys, new_mesh
+from .mesh import (
+    add_color_attribute,
+    add_part_groups,
+    add_shape_keys,
+    add_trajectory_slider,
+    check_mesh_arrays,
+    new_mesh,
+)
 
 COLLECTION_NAME = "ShapeBridge"
 
 # meta keys consumed by the builders (everything else becomes a custom property)
-_BUILDER_META = {"object_name", "placement", "part_labels", "shape_key_names", "color_name", "names"}
+_BUILDER_META = {"object_name", "placement", "part_labels", "shape_key_names", "color_name", "names",
+                 "parts_as_children", "hidden", "trajectory_slider", "shape_key_times"}
 
 
 def _idprop_value(value: Any) -> Any:
@@ -56,9 +64,71 @@ def _provenance(obj: bpy.types.Object, body: Mapping[str, Any], output: Mapping[
             obj[f"shapebridge_{key}"] = _idprop_value(value)
 
 
+def split_parts(
+    vertices: np.ndarray, faces: np.ndarray, face_parts: np.ndarray, n_parts: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split a part-labelled triangle mesh into one compact mesh per part.
+
+    vertices: (V, 3) float32 object-local; faces: (F, 3) int32 in [0, V);
+    face_parts: (F,) int32 part index per face in [0, n_parts).
+    Returns n_parts (vertices (V_i, 3) float32, faces (F_i, 3) int32) pairs, a part with
+    no faces giving empty arrays; a vertex shared by several parts is copied into each.
+    """
+    v = np.asarray(vertices, dtype=np.float32)
+    f = np.asarray(faces, dtype=np.int64)
+    fp = np.asarray(face_parts)
+    if fp.shape != (len(f),):
+        raise BridgeError(f"face_parts must have shape ({len(f)},), got {fp.shape}")
+    if fp.size and (fp.min() < 0 or fp.max() >= n_parts):
+        raise BridgeError(f"face_parts holds part indices outside [0, {n_parts})")
+    out = []
+    for i in range(n_parts):
+        fi = f[fp == i]
+        used, local = np.unique(fi, return_inverse=True)
+        out.append((v[used], local.reshape(-1, 3).astype(np.int32)))
+    return out
+
+
+def _build_part_children(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+                         created):
+    """An empty named ``name`` with one child mesh object per part, named by its label."""
+    if "face_parts" not in arrays:
+        raise BridgeError(f"mesh output '{name}' asks for parts as children but has no face_parts")
+    check_mesh_arrays(arrays["vertices"], arrays["faces"], f"mesh '{name}'")
+    fp = np.asarray(arrays["face_parts"])
+    labels = meta.get("part_labels")
+    n_parts = int(fp.max()) + 1 if fp.size else 0
+    if labels is None:
+        labels = [f"part_{i}" for i in range(n_parts)]
+    if n_parts > len(labels):
+        raise BridgeError(f"face_parts of '{name}' names part {n_parts - 1} but only "
+                          f"{len(labels)} part labels were sent")
+    parent = bpy.data.objects.new(name, None)
+    created.append(parent)
+    parent.empty_display_type = "PLAIN_AXES"
+    objs = [parent]
+    for label, (v, f) in zip(labels, split_parts(arrays["vertices"], arrays["faces"], fp,
+                                                 len(labels))):
+        if not len(f):
+            continue
+        mesh = new_mesh(str(label), v, f)
+        created.append(mesh)
+        child = bpy.data.objects.new(str(label), mesh)
+        created.append(child)
+        child.parent = parent
+        child["shapebridge_part"] = str(label)
+        objs.append(child)
+    v = np.asarray(arrays["vertices"], dtype=np.float64)
+    extent = float(np.ptp(v, axis=0).max()) if len(v) > 1 else 1.0
+    parent.empty_display_size = max(0.5 * extent, 1e-3)
+    return objs
+
+
 def _build_mesh(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], created):
     if "vertices" not in arrays or "faces" not in arrays:
         raise BridgeError(f"mesh output '{name}' lacks its vertices or faces")
+    if meta.get("parts_as_children"):
+        return _build_part_children(name, arrays, meta, created)
     mesh = new_mesh(name, arrays["vertices"], arrays["faces"])
     created.append(mesh)
     obj = bpy.data.objects.new(name, mesh)
@@ -71,6 +141,8 @@ def _build_mesh(name: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, 
         keys = arrays["shape_keys"]
         names = meta.get("shape_key_names") or [f"Key {i + 1}" for i in range(len(keys))]
         add_shape_keys(obj, keys, names)
+        if meta.get("trajectory_slider"):  # one 0-1 slider obj["shapebridge_t"] drives all keys
+            add_trajectory_slider(obj, meta.get("shape_key_times"))
     return [obj]
 
 
@@ -141,6 +213,10 @@ def apply_result(
 
     message: a ``result`` message: body {"outputs": [{name, kind, meta}], "scores",
         "provenance", ...} and arrays ``"<output>.<field>"`` (see backend Output).
+    Output meta flags: ``parts_as_children`` builds a mesh output as an empty with one child
+        mesh object per part (named by its label); ``hidden`` hides the output's objects;
+        ``trajectory_slider`` drives a mesh's shape keys (positions at ``shape_key_times``,
+        default evenly spaced over [0, 1]) by one 0-1 custom property ``shapebridge_t``.
     placements: input name -> (4, 4) world matrix of the object that input was read from,
         captured at submit time; an output whose meta names a placement input gets it as
         its world matrix (its arrays are in that object's local frame), else identity.
@@ -157,6 +233,7 @@ def apply_result(
     created: list = []
     roots: list[tuple[bpy.types.Object, Any]] = []
     new_objects: list[bpy.types.Object] = []
+    hidden: list[bpy.types.Object] = []
     try:
         for output in outputs:
             kind, name = output.get("kind"), str(output.get("name", "result"))
@@ -178,6 +255,8 @@ def apply_result(
                 )
             roots.append((objs[0], placements.get(placement)))
             new_objects.extend(objs)
+            if meta.get("hidden"):
+                hidden.extend(objs)
     except Exception as exc:
         _remove(created)
         if isinstance(exc, BridgeError):
@@ -194,6 +273,10 @@ def apply_result(
             root.matrix_world = m @ root.matrix_world
     for obj in new_objects:
         coll.objects.link(obj)
+    view_layer = bpy.context.view_layer if scene == bpy.context.scene else scene.view_layers[0]
+    for obj in hidden:  # e.g. the lower-ranked of several alternatives
+        obj.hide_set(True, view_layer=view_layer)
+        obj.hide_render = True
     if undo:
         bpy.ops.ed.undo_push(message=f"ShapeBridge: {method}")
     return new_objects

@@ -6,7 +6,8 @@ Runs with the bpy module or inside Blender::
     blender --background --python blender_addon/examples/demo_scene.py -- --address ... --out out
 
 Builds a UV sphere, a Suzanne and a Suzanne with a level-4 Subdivision modifier (~126k
-evaluated vertices; the add-on sends the evaluated mesh), plus a camera and a light;
+evaluated vertices; the add-on sends the evaluated mesh), a box chair (the target of
+methods listed in `DEMO_PLANS`, with fast parameters), plus a camera and a light;
 registers the add-on, connects, runs every registered method through
 ``bpy.ops.shapebridge.run_method`` (once per built mesh for single-mesh methods), saves
 ``OUT/demo.blend``, renders Workbench PNG previews (``OUT/scene.png`` and one per run,
@@ -24,6 +25,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: Methods that need a particular target: method -> (input name -> built object, parameters
+#: overriding the defaults so the demo stays fast on a CPU).
+DEMO_PLANS = {
+    "retrieval_deformation": ({"mesh": "Chair"}, {
+        "library": "builtin:chair", "top_k": 3, "ido_max_iters": 50, "n_points": 1024,
+        "untrained_sources": 20}),
+    "feature_matching": ({"source": "Suzanne", "target": "Chair"}, {
+        "category": "chair", "steps": 10, "shape_keys": 6}),
+}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -54,12 +65,33 @@ def build_scene(bpy) -> list:
     dense.name = "Suzanne_100k"
     mod = dense.modifiers.new("Subdivision", "SUBSURF")
     mod.levels = mod.render_levels = 4
+    build_chair(bpy, location=(6, 0, 0))
     bpy.ops.object.camera_add(location=(0, -10, 3))
     cam = bpy.context.active_object
     cam.rotation_euler = (math.radians(78), 0, 0)
     bpy.context.scene.camera = cam
     bpy.ops.object.light_add(type="SUN", location=(2, -3, 5))
     return [sphere, monkey, dense]
+
+
+def build_chair(bpy, location) -> None:
+    """A Z-up box chair "Chair" (seat, back, four legs joined into one mesh)."""
+    boxes = [((0, 0, 0.45), (0.5, 0.5, 0.06)), ((0, 0.22, 0.78), (0.5, 0.06, 0.6))]
+    boxes += [((x, y, 0.21), (0.06, 0.06, 0.42)) for x in (-0.22, 0.22) for y in (-0.22, 0.22)]
+    parts = []
+    for center, size in boxes:
+        bpy.ops.mesh.primitive_cube_add(size=1.0, location=center)
+        cube = bpy.context.active_object
+        cube.scale = size
+        parts.append(cube)
+    for obj in parts:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = parts[0]
+    bpy.ops.object.transform_apply(location=True, rotation=False, scale=True)
+    bpy.ops.object.join()
+    chair = bpy.context.active_object
+    chair.name = "Chair"
+    chair.location = location
 
 
 def evaluated_vertex_count(bpy, obj) -> int:
@@ -73,8 +105,12 @@ def evaluated_vertex_count(bpy, obj) -> int:
 
 def plan_runs(schema: dict, meshes: list, scene) -> tuple[list[dict], str]:
     """Input assignments (input name -> datablock name) for a method, or a skip reason."""
+    if schema["name"] in DEMO_PLANS:
+        return [dict(DEMO_PLANS[schema["name"]][0])], ""
     inputs = schema.get("inputs", [])
     mesh_inputs = [i for i in inputs if i["kind"] in ("mesh", "points")]
+    if mesh_inputs and all(i.get("optional") for i in inputs):  # one of several target kinds
+        mesh_inputs = mesh_inputs[:1]
     fixed: dict[str, str] = {}
     for spec in inputs:
         if spec["kind"] == "camera":
@@ -166,8 +202,10 @@ def main(argv: list[str]) -> int:
                 label = ", ".join(f"{k}={v}" for k, v in inputs.items())
                 t0 = time.perf_counter()
                 try:
+                    params = DEMO_PLANS.get(name, ({}, {}))[1]
                     bpy.ops.shapebridge.run_method(
-                        method=name, wait="BLOCK", inputs_json=json.dumps(inputs))
+                        method=name, wait="BLOCK", inputs_json=json.dumps(inputs),
+                        params_json=json.dumps(params))
                 except RuntimeError as exc:
                     failures += 1
                     rows.append((name, label, f"{time.perf_counter() - t0:.2f}", "FAILED",

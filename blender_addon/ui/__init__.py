@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import methods, operators, panels, prefs, state
+from . import candidates, methods, operators, panels, prefs, state
 
-_CLASSES = (prefs.ShapeBridgePreferences, *operators.CLASSES, *panels.CLASSES)
+_CLASSES = (prefs.ShapeBridgePreferences, *operators.CLASSES, *panels.CLASSES,
+            *candidates.CLASSES)
 _added_addon_entry = False
 
 

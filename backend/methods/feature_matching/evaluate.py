@@ -1,17 +1,31 @@
-"""``shapebridge eval feature_matching``: deformation and correspondence quality.
+"""``shapebridge eval feature_matching``: Table 1, Table 2 and Figure 6 of paper 001.
 
-This session's version measures, on random pairs of test-split built-in shapes:
-whole-shape and part-level chamfer (squared, mean of both directions, as reported in
-Table 1 with a x1000 factor applied in the table) and EMD of the matched source surface
-samples against the target's, for ours and for the undeformed source; and the keypoint
-correspondence error (Table 2 style) of ours (keypoint matched, then snapped to the
-nearest target surface point) against nearest neighbour (keypoint snapped directly).
-Cross-fitting baselines and the Fig. 6 layer sweep are listed in README "What remains".
+Protocol (built-in data, test split, canonical unit-cube frame):
+
+- **Pairs**: ``--pairs`` random (source, target) pairs of distinct test shapes per category,
+  plus, for chairs, up to ``--pairs`` pairs from an armchair to a chair without arms
+  (built-in attribute ``arms``), reported as condition "armchair->no-arm".
+- **Deformation** (Table 1): the source mesh is subdivided until every edge is at most
+  ``--max-edge`` long (the built-in meshes are coarse boxes; the paper's ShapeNet meshes are
+  dense) and only its vertices move (Sec. 2.3): ours by feature matching, the cross-fitting
+  baselines by `baselines.cross_fit` (none / Laplacian / ARAP). The deformed surface is
+  measured at ``--points`` fixed barycentric samples of the source, which carry the
+  source's part labels, against as many target surface samples: whole-shape CD (squared,
+  mean of both directions, x1e-3) and EMD (mean matched distance, x1e-2), part-level CD and
+  EMD (per semantic part present in both shapes, averaged over parts; part EMD on equal-size
+  random subsets of the two parts' samples). "source" is the undeformed source.
+- **Correspondence** (Table 2 style): each source keypoint present on both shapes is
+  matched and snapped to the nearest target surface point (ours), or snapped directly
+  (nearest neighbour); the error is the distance to the target's keypoint.
+- **Figure 6**: chamfer distance of the matched source samples to the source and to the
+  target when matching the features of one layer l = 1..6, as a PNG line plot.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +34,13 @@ import torch
 from backend.bench.results import write_results
 from backend.core.metrics import bootstrap_ci, chamfer_distance, emd, part_chamfer
 from backend.data.samples import sample_shape
-from backend.data.shapes import CATEGORIES, generate_shape
+from backend.data.shapes import CATEGORIES, Shape, generate_shape
+from backend.methods.feature_matching.baselines import (
+    REGULARIZERS,
+    CrossFitConfig,
+    barycentric_points,
+    cross_fit,
+)
 from backend.methods.feature_matching.data import category_seeds
 from backend.methods.feature_matching.matching import (
     MatchConfig,
@@ -28,87 +48,366 @@ from backend.methods.feature_matching.matching import (
     match_points,
     nearest_surface_points,
 )
-from backend.methods.feature_matching.model import load_checkpoint
+from backend.methods.feature_matching.model import ImplicitModel, load_checkpoint
 from backend.methods.feature_matching.train import DEFAULT_ZOO
 
-__all__ = ["add_arguments", "evaluate_pairs", "run"]
+__all__ = [
+    "EvalConfig",
+    "PairData",
+    "deformation_metrics",
+    "evaluate_pairs",
+    "layer_sweep",
+    "part_emd",
+    "plot_layer_sweep",
+    "prepare_pair",
+    "run",
+    "add_arguments",
+    "select_pairs",
+]
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings (paper: 100 pairs per category; the rest are our choices)."""
+
+    pairs: int = 100
+    """Random test pairs per category (and at most as many armchair -> no-arm pairs)."""
+    points: int = 2048
+    """Surface samples per shape for CD / EMD."""
+    max_edge: float = 0.05
+    """Source meshes are subdivided until no edge is longer (unit-cube units)."""
+    match: MatchConfig = field(default_factory=MatchConfig)
+    """Feature matching settings (paper defaults)."""
+    layers: tuple[int, ...] = (3, 6)
+    """Matched layers (paper: 3 + eta x 6)."""
+    layer_weights: tuple[float, ...] = (1.0, 0.1)
+    """Their weights (paper: 1, eta = 0.1)."""
+    baselines: dict[str, CrossFitConfig] = field(default_factory=lambda: {
+        "cross-fit": CrossFitConfig("none"),
+        "cross-fit + Laplacian": CrossFitConfig("laplacian", weight=1.0),
+        "cross-fit + ARAP": CrossFitConfig("arap", weight=1.0),
+    })
+    """Cross-fitting baselines by row name."""
+    part_emd_points: int = 256
+    """At most this many samples per part for part-level EMD."""
+    seed: int = 0
+    """Seed of the pair draw and of the samples."""
+
+
+@dataclass
+class PairData:
+    """One evaluation pair, canonical frame.
+
+    vertices: (V, 3) float32 subdivided source vertices; faces: (F, 3) int64.
+    face_index: (N,) int64 and bary: (N, 3) float32: source surface samples.
+    labels: (N,) int64 semantic part label of each source sample.
+    target: (N, 3) float32 target surface samples; target_labels: (N,) int64.
+    voxels: (2, 64, 64, 64) bool occupancy of source and target (encoder input).
+    """
+
+    source: Shape
+    target: Shape
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    face_index: torch.Tensor
+    bary: torch.Tensor
+    labels: torch.Tensor
+    target_points: torch.Tensor
+    target_labels: torch.Tensor
+    voxels: torch.Tensor
+
+    @property
+    def source_points(self) -> torch.Tensor:
+        """(N, 3) float32 source surface samples (undeformed)."""
+        return barycentric_points(self.vertices, self.faces, self.face_index, self.bary)
+
+
+def prepare_pair(source: Shape, target: Shape, points: int, max_edge: float, seed: int) -> PairData:
+    """Subdivide the source mesh, draw its barycentric samples and the target's samples."""
+    import trimesh.remesh
+
+    mesh = source.mesh()
+    v, f, parent = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge,
+                                                    max_iter=20, return_index=True)
+    face_label = source.part_label_ids()[mesh.face_parts[parent]]
+    tri = v[f]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    rng = np.random.default_rng(seed)
+    face_index = rng.choice(len(f), points, p=area / area.sum())
+    r1, r2 = rng.random(points), rng.random(points)
+    s = np.sqrt(r1)
+    bary = np.stack([1 - s, s * (1 - r2), s * r2], 1)
+    tgt = sample_shape(target, seed, points, 0, 0)
+    return PairData(
+        source=source, target=target,
+        vertices=torch.from_numpy(np.asarray(v, np.float32)),
+        faces=torch.from_numpy(np.asarray(f, np.int64)),
+        face_index=torch.from_numpy(face_index.astype(np.int64)),
+        bary=torch.from_numpy(bary.astype(np.float32)),
+        labels=torch.from_numpy(face_label[face_index].astype(np.int64)),
+        target_points=torch.from_numpy(tgt.surface_points),
+        target_labels=torch.from_numpy(tgt.surface_labels.astype(np.int64)),
+        voxels=torch.from_numpy(np.stack([source.occupancy_grid(64), target.occupancy_grid(64)])),
+    )
+
+
+def part_emd(
+    x: torch.Tensor, x_labels: torch.Tensor, y: torch.Tensor, y_labels: torch.Tensor,
+    max_points: int, rng: np.random.Generator,
+) -> float:
+    """EMD per semantic part present in both point sets, averaged over those parts.
+
+    x: (N, 3), x_labels: (N,) int; y: (M, 3), y_labels: (M,) int. Each part's EMD is
+    taken between random subsets of n = min(|x part|, |y part|, max_points) points of
+    each side. Returns NaN when no label is shared.
+    """
+    values = []
+    for label in np.intersect1d(x_labels.numpy(), y_labels.numpy()):
+        xi = torch.nonzero(x_labels == int(label)).squeeze(1).numpy()
+        yi = torch.nonzero(y_labels == int(label)).squeeze(1).numpy()
+        n = min(len(xi), len(yi), max_points)
+        xs = x[torch.from_numpy(rng.choice(xi, n, replace=False))]
+        ys = y[torch.from_numpy(rng.choice(yi, n, replace=False))]
+        values.append(float(emd(xs[None].double(), ys[None].double())[0]))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def deformation_metrics(
+    pair: PairData, vertices: torch.Tensor, part_emd_points: int, seed: int
+) -> dict[str, float]:
+    """Table 1 metrics of deformed source vertices (V, 3) against the target (raw units)."""
+    x = barycentric_points(vertices.float().cpu(), pair.faces, pair.face_index, pair.bary)
+    y = pair.target_points
+    rng = np.random.default_rng(seed)
+    return {
+        "CD": float(chamfer_distance(x[None], y[None]).chamfer_mean[0]),
+        "EMD": float(emd(x[None].double(), y[None].double())[0]),
+        "part CD": float(part_chamfer(x[None], pair.labels[None], y[None],
+                                      pair.target_labels[None]).chamfer_mean[0]),
+        "part EMD": part_emd(x, pair.labels, y, pair.target_labels, part_emd_points, rng),
+    }
+
+
+def _codes(model: ImplicitModel, pair: PairData, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        z = model.encoder(pair.voxels.to(device))
+    return z[0], z[1]
+
+
+def select_pairs(
+    category: str, count: int, seed: int, condition: Callable[[Shape, Shape], bool] | None = None,
+    pool: int | None = None,
+) -> list[tuple[Shape, Shape]]:
+    """Up to ``count`` random ordered pairs of distinct test shapes meeting ``condition``.
+
+    pool: test shapes drawn from (default 2 x count, at least 20).
+    """
+    seeds = category_seeds(category, "test", pool or max(2 * count, 20), seed)
+    shapes = [generate_shape(category, s) for s in seeds]
+    rng = np.random.default_rng(seed)
+    candidates = [(i, j) for i in range(len(shapes)) for j in range(len(shapes)) if i != j
+                  and (condition is None or condition(shapes[i], shapes[j]))]
+    order = rng.permutation(len(candidates))[:count]
+    return [(shapes[candidates[k][0]], shapes[candidates[k][1]]) for k in order]
 
 
 def evaluate_pairs(
-    model, category: str, pairs: int, points: int, config: MatchConfig, device: str, seed: int = 0
+    model: ImplicitModel,
+    pairs: list[tuple[Shape, Shape]],
+    config: EvalConfig,
+    device: str,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-pair metrics of ours and the baselines on ``pairs`` random test pairs.
+    """Per-pair metrics: {"<variant>/<metric>": one value per pair}.
 
-    model: `ImplicitModel` of the category. points: surface samples per shape.
-    Returns {metric name: one value per pair} (keypoint errors: one per pair, the mean
-    over the keypoints present on both shapes; pairs sharing none are skipped).
+    Variants: "ours", each baseline of ``config.baselines``, "source" (undeformed); the
+    keypoint rows "ours/keypoint error" and "nearest neighbour/keypoint error" hold the
+    mean over the keypoints present on both shapes (pairs sharing none are skipped).
     """
-    rng = np.random.default_rng(seed)
-    seeds = category_seeds(category, "test", max(2 * pairs, 2), seed)
-    field = decoder_field(model.decoder)
+    field_ = decoder_field(model.decoder, config.layers, config.layer_weights)
     out: dict[str, list[float]] = {}
 
-    def add(name: str, value: float) -> None:
-        out.setdefault(name, []).append(float(value))
+    def add(variant: str, values: dict[str, float]) -> None:
+        for metric, value in values.items():
+            out.setdefault(f"{variant}/{metric}", []).append(float(value))
 
-    for _ in range(pairs):
-        sa, sb = rng.choice(seeds, 2, replace=False)
-        a, b = generate_shape(category, int(sa)), generate_shape(category, int(sb))
-        sam_a, sam_b = sample_shape(a, 0, points, 0, 0), sample_shape(b, 0, points, 0, 0)
-        with torch.no_grad():
-            vox = torch.from_numpy(np.stack([a.occupancy_grid(64), b.occupancy_grid(64)]))
-            za, zb = model.encoder(vox.to(device))
-        x = torch.from_numpy(sam_a.surface_points).to(device)
-        moved = match_points(field, x, za, zb, config).points.cpu()
-        y = torch.from_numpy(sam_b.surface_points)[None]
-        la = torch.from_numpy(sam_a.surface_labels).long()[None]
-        lb = torch.from_numpy(sam_b.surface_labels).long()[None]
-        for variant, pts in (("ours", moved[None]), ("source", x.cpu()[None])):
-            add(f"{variant}/CD", chamfer_distance(pts, y).chamfer_mean[0])
-            add(f"{variant}/EMD", emd(pts, y)[0])
-            add(f"{variant}/part CD", part_chamfer(pts, la, y, lb).chamfer_mean[0])
+    for k, (a, b) in enumerate(pairs):
+        pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
+        za, zb = _codes(model, pair, device)
+        moved = match_points(field_, pair.vertices.to(device), za, zb, config.match).points
+        add("ours", deformation_metrics(pair, moved, config.part_emd_points, k))
+        add("source", deformation_metrics(pair, pair.vertices, config.part_emd_points, k))
+        for name, fit in config.baselines.items():
+            fitted = cross_fit(pair.vertices.to(device), pair.faces.to(device),
+                               pair.face_index.to(device), pair.bary.to(device),
+                               pair.target_points.to(device), fit)
+            add(name, deformation_metrics(pair, fitted, config.part_emd_points, k))
         both = a.keypoint_mask & b.keypoint_mask
         if both.any():
             mesh_b = b.mesh()
-            kp = torch.from_numpy(a.keypoints[both]).to(device)
-            kp_moved = match_points(field, kp, za, zb, config).points.cpu().double().numpy()
+            kp = torch.from_numpy(a.keypoints[both]).float().to(device)
+            kp_moved = match_points(field_, kp, za, zb, config.match).points.cpu().double().numpy()
             ours, _ = nearest_surface_points(kp_moved, mesh_b.vertices, mesh_b.faces)
             nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
             gt = b.keypoints[both].astype(np.float64)
-            add("ours/keypoint error", np.linalg.norm(ours - gt, axis=1).mean())
-            add("nearest neighbour/keypoint error", np.linalg.norm(nn - gt, axis=1).mean())
+            add("ours", {"keypoint error": np.linalg.norm(ours - gt, axis=1).mean()})
+            add("nearest neighbour", {"keypoint error": np.linalg.norm(nn - gt, axis=1).mean()})
+        if progress:
+            progress(f"pair {k + 1}/{len(pairs)}")
     return out
+
+
+def layer_sweep(
+    model: ImplicitModel, pairs: list[tuple[Shape, Shape]], config: EvalConfig, device: str
+) -> dict[int, tuple[list[float], list[float]]]:
+    """Figure 6: per matched layer l (alone), CD of the matched source samples to the
+    source's and to the target's samples. Returns {l: (CD to source per pair, CD to target
+    per pair)}."""
+    out: dict[int, tuple[list[float], list[float]]] = {}
+    for layer in range(1, model.decoder.num_feature_layers + 1):
+        field_ = decoder_field(model.decoder, (layer,), (1.0,))
+        to_src, to_tgt = [], []
+        for k, (a, b) in enumerate(pairs):
+            pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
+            za, zb = _codes(model, pair, device)
+            x = pair.source_points
+            moved = match_points(field_, x.to(device), za, zb, config.match).points.cpu()
+            to_src.append(float(chamfer_distance(moved[None], x[None]).chamfer_mean[0]))
+            to_tgt.append(float(chamfer_distance(moved[None], pair.target_points[None])
+                                .chamfer_mean[0]))
+        out[layer] = (to_src, to_tgt)
+    return out
+
+
+def plot_layer_sweep(sweep: dict[int, tuple[list[float], list[float]]], path: str | Path,
+                     title: str) -> None:
+    """Draw the Figure 6 line plot (mean CD x1e-3 to source and to target per layer) as a PNG."""
+    from PIL import Image, ImageDraw
+
+    layers = sorted(sweep)
+    src = [1e3 * float(np.mean(sweep[layer][0])) for layer in layers]
+    tgt = [1e3 * float(np.mean(sweep[layer][1])) for layer in layers]
+    w, h, m = 640, 420, 60
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    top = max(max(src + tgt), 1e-9) * 1.1
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = m + (w - 2 * m) * (i / max(len(layers) - 1, 1))
+        return x, h - m - (h - 2 * m) * v / top
+
+    d.line([(m, m), (m, h - m), (w - m, h - m)], fill="black", width=1)
+    for i, layer in enumerate(layers):
+        x, _ = xy(i, 0)
+        d.text((x - 3, h - m + 8), str(layer), fill="black")
+    for j in range(5):
+        v = top * j / 4
+        _, y = xy(0, v)
+        d.text((8, y - 6), f"{v:.1f}", fill="black")
+        d.line([(m - 4, y), (m, y)], fill="black")
+    for values, colour, label in ((src, (40, 90, 200), "CD to source"),
+                                  (tgt, (220, 60, 40), "CD to target")):
+        pts = [xy(i, v) for i, v in enumerate(values)]
+        d.line(pts, fill=colour, width=3)
+        for x, y in pts:
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+        d.text((pts[-1][0] - 80, pts[-1][1] - 18), label, fill=colour)
+    d.text((m, 20), title, fill="black")
+    d.text((w // 2 - 40, h - 25), "matched layer", fill="black")
+    d.text((8, m - 30), "CD x1e-3", fill="black")
+    img.save(path)
+
+
+_SCALE = {"CD": ("CD (x1e-3)", 1e3), "EMD": ("EMD (x1e-2)", 1e2),
+          "part CD": ("part CD (x1e-3)", 1e3), "part EMD": ("part EMD (x1e-2)", 1e2),
+          "keypoint error": ("keypoint error", 1.0)}
+
+
+def _rows(values: dict[str, list[float]], category: str, condition: str, seed: int) -> list[dict]:
+    rows = []
+    for name, vals in values.items():
+        variant, metric = name.split("/")
+        label, scale = _SCALE[metric]
+        arr = np.asarray(vals, dtype=np.float64)
+        arr = arr[np.isfinite(arr)] * scale
+        if arr.size == 0:
+            continue
+        ci = bootstrap_ci(arr, seed=seed)
+        rows.append({"variant": variant, "category": category, "condition": condition,
+                     "metric": label, "value": ci.value, "ci_low": ci.low, "ci_high": ci.high,
+                     "n": int(arr.size)})
+    return rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``shapebridge eval feature_matching``."""
-    parser.add_argument("--category", default="chair", choices=CATEGORIES)
-    parser.add_argument("--checkpoint", default=None,
-                        help="default backend/zoo/feature_matching/<category>.pt")
-    parser.add_argument("--pairs", type=int, default=100, help="random test pairs (paper: 100)")
-    parser.add_argument("--points", type=int, default=2048, help="surface samples per shape")
-    parser.add_argument("--steps", type=int, default=50)
+    d = EvalConfig()
+    parser.add_argument("--categories", default="chair",
+                        help=f"comma-separated categories with a checkpoint (of {', '.join(CATEGORIES)}); "
+                             "the paper: chair,table,airplane")
+    parser.add_argument("--checkpoint-dir", default=str(DEFAULT_ZOO),
+                        help="folder of <category>.pt checkpoints")
+    parser.add_argument("--pairs", type=int, default=d.pairs, help="random test pairs (paper: 100)")
+    parser.add_argument("--points", type=int, default=d.points, help="surface samples per shape")
+    parser.add_argument("--max-edge", type=float, default=d.max_edge)
+    parser.add_argument("--steps", type=int, default=d.match.steps)
+    parser.add_argument("--fit-iterations", type=int, default=300,
+                        help="Adam steps of the cross-fitting baselines")
+    parser.add_argument("--fig6-pairs", type=int, default=20,
+                        help="pairs of the per-layer sweep (0: skip Figure 6)")
+    parser.add_argument("--plot", default=None,
+                        help="Figure 6 PNG (default: next to --json, <stem>_layers.png)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", default=None, help="results path (writes .json and .md)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate the category's checkpoint; print and write the table."""
-    path = Path(args.checkpoint) if args.checkpoint else DEFAULT_ZOO / f"{args.category}.pt"
-    try:
-        model, _ = load_checkpoint(path, args.device)
-    except FileNotFoundError as err:
-        print(err)
+    """Evaluate each category's checkpoint; print and write the tables and the plot."""
+    categories = [c.strip() for c in str(args.categories).split(",") if c.strip()]
+    unknown = [c for c in categories if c not in CATEGORIES]
+    if not categories or unknown:
+        print(f"--categories must name categories of {', '.join(CATEGORIES)}, got {args.categories!r}")
         return 2
-    values = evaluate_pairs(model, args.category, args.pairs, args.points,
-                            MatchConfig(steps=args.steps), args.device, args.seed)
-    rows = []
-    for name, vals in values.items():
-        variant, metric = name.split("/")
-        ci = bootstrap_ci(np.asarray(vals), seed=args.seed)
-        rows.append({"variant": variant, "category": args.category, "metric": metric,
-                     "value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "n": len(vals)})
+    models = {}
+    for c in categories:
+        try:
+            models[c], _ = load_checkpoint(Path(args.checkpoint_dir) / f"{c}.pt", args.device)
+        except FileNotFoundError as err:
+            print(err)
+            return 2
+    config = EvalConfig(pairs=args.pairs, points=args.points, max_edge=args.max_edge,
+                        match=MatchConfig(steps=args.steps), seed=args.seed)
+    for fit in config.baselines.values():
+        fit.iterations = args.fit_iterations
+    rows: list[dict] = []
+    log = print
+    for c in categories:
+        pairs = select_pairs(c, args.pairs, args.seed)
+        rows += _rows(evaluate_pairs(models[c], pairs, config, args.device, log), c,
+                      "random test pairs", args.seed)
+        if c == "chair":
+            arm = select_pairs(c, args.pairs, args.seed,
+                               lambda a, b: a.attributes["arms"] and not b.attributes["arms"])
+            if arm:
+                rows += _rows(evaluate_pairs(models[c], arm, config, args.device, log), c,
+                              "armchair->no-arm", args.seed)
+    if args.fig6_pairs > 0:
+        c = categories[0]
+        sweep = layer_sweep(models[c], select_pairs(c, args.fig6_pairs, args.seed + 1), config,
+                            args.device)
+        for layer, (to_src, to_tgt) in sweep.items():
+            for target, vals in (("source", to_src), ("target", to_tgt)):
+                ci = bootstrap_ci(1e3 * np.asarray(vals), seed=args.seed)
+                rows.append({"variant": f"ours, layer {layer} only", "category": c,
+                             "condition": "Figure 6", "metric": f"CD to {target} (x1e-3)",
+                             "value": ci.value, "ci_low": ci.low, "ci_high": ci.high,
+                             "n": len(vals)})
+        plot = args.plot or (str(Path(args.json).with_name(Path(args.json).stem + "_layers.png"))
+                             if args.json else None)
+        if plot:
+            plot_layer_sweep(sweep, plot, f"Figure 6 ({c}): matched layer vs chamfer")
+            print(f"wrote {plot}")
     write_results("feature_matching", "eval", rows, args.json,
-                  "Implicit feature matching: deformation and correspondence (built-in data)")
+                  "Implicit feature matching (paper 001): Table 1, Table 2, Figure 6 on built-in data")
     return 0

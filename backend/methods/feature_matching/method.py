@@ -168,7 +168,9 @@ class FeatureMatching(Method):
         field = decoder_field(model.decoder, layers, weights)
         match = MatchConfig(steps=config.steps, gn_iterations=config.gn_iterations,
                             reg_lambda=config.reg_lambda)
-        times = np.linspace(0.0, 1.0, config.shape_keys)
+        # key times on the step grid, without repeats (fewer keys when steps < shape_keys - 1)
+        times = np.unique(np.round(np.linspace(0.0, 1.0, config.shape_keys) * config.steps))
+        times = times / config.steps
         points = torch.from_numpy(src_v).float().to(dev)
         result = match_points(field, points, codes[0][0], codes[1][0], match, times,
                               progress=lambda fr: ctx.progress(0.15 + 0.75 * fr, "matching"))
@@ -196,6 +198,8 @@ class FeatureMatching(Method):
             "object_name": "MatchShape",
             "placement": "source",
             "shape_key_names": [f"t={t:.2f}" for t in result.times],
+            "shape_key_times": [float(t) for t in result.times],
+            "trajectory_slider": True,
             "color_name": "target_parts",
         }
         scores = {

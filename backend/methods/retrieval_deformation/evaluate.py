@@ -1,18 +1,26 @@
 """``shapebridge eval retrieval_deformation``: Table 1 / Table 2 rows of paper 000 on the
 built-in test split, from trained checkpoints.
 
-Each ``--variant NAME=CHECKPOINT`` is evaluated on the test targets: retrieval of the top
-source by R, deformation by D (and ``NAME w/ IDO`` with ``--ido``), and with ``--oracle``
-(Table 2) deformation of every source keeping the best fit. Metric: squared chamfer
-(PyTorch3D convention, sum of both directions) x 1e2, as the paper's tables, with 95 %
-bootstrap CIs over targets. Baselines R (MDS + regression) and DAR are not implemented
-yet (see README); DF / Uniform Sampling are checkpoints trained with ``--sampling
-random_pairs`` / ``uniform``.
+Each ``--variant NAME=CHECKPOINT[:nodeform][:ido]`` is one table row per checkpoint; the
+category and target type (points / image) come from the checkpoint, so one call with all
+checkpoints gives the whole table. Table 1: retrieval of the top source by R, deformation by
+D (``:nodeform``: retrieval only, the R and DAR rows; ``:ido``: then IDO, "Ours w/ IDO").
+Table 2 (``--oracle``): every source is deformed and the best fit kept. Rows of one table:
+
+    R=ckpt_r:nodeform  R+DF=ckpt_r  DAR=ckpt_dar:nodeform  DAR+DF=ckpt_dar
+    Uniform=ckpt_uniform  Ours=ckpt  "Ours w/ IDO=ckpt:ido"       (Table 1)
+    DF=ckpt_df  Uniform=ckpt_uniform  Ours=ckpt  "Ours w/ IDO=ckpt:ido"   (Table 2, --oracle)
+
+(``ckpt_r`` / ``ckpt_dar``: ``train --baseline r|dar --deformation ckpt_df``). Metric:
+squared chamfer, PyTorch3D convention (mean squared nearest-neighbour distance in each
+direction, summed) on 2048-point samples of the unit-cube-normalised shapes, x 1e2 as the
+paper's tables; 95 % bootstrap CIs over targets.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,43 +32,77 @@ from backend.methods.retrieval_deformation.data import builtin_targets
 from backend.methods.retrieval_deformation.inference import retrieve_and_deform
 
 METRIC = "chamfer_l2sq_x1e2"
+SCALE = 1e2
+CONVENTION = ("squared chamfer, PyTorch3D convention (sum of the two directional means of "
+              "squared nearest-neighbour distances), unit-cube shapes, x 1e2 (paper: x 10^-2)")
 
 
-def evaluate_checkpoint(path: str, category: str, count: int, ido: bool, oracle: bool,
-                        device: str = "cpu", seed: int = 0, ido_max_iters: int = 2000) -> np.ndarray:
+@dataclass(frozen=True)
+class Variant:
+    """One table row: name, checkpoint, deform with D (else retrieval only), IDO after D."""
+
+    name: str
+    checkpoint: str
+    deform: bool = True
+    ido: bool = False
+
+
+def parse_variant(spec: str) -> Variant:
+    """``NAME=CHECKPOINT[:nodeform][:ido]`` -> Variant."""
+    if "=" not in spec:
+        raise ValueError(f"--variant must be NAME=CHECKPOINT[:nodeform][:ido], got {spec!r}")
+    name, rest = spec.split("=", 1)
+    path, *flags = rest.split(":")
+    unknown = set(flags) - {"nodeform", "ido"}
+    if unknown or not name or not path:
+        raise ValueError(f"--variant {spec!r}: expected NAME=CHECKPOINT with optional :nodeform "
+                         f"and :ido flags (unknown: {sorted(unknown)})")
+    if "nodeform" in flags and "ido" in flags:
+        raise ValueError(f"--variant {spec!r}: IDO needs the deformation (drop :nodeform)")
+    return Variant(name, path, "nodeform" not in flags, "ido" in flags)
+
+
+def evaluate_checkpoint(path: str, count: int, ido: bool, oracle: bool, device: str = "cpu",
+                        seed: int = 0, ido_max_iters: int = 2000, deform: bool = True,
+                        category: str | None = None) -> tuple[np.ndarray, dict]:
     """Per-target chamfer (x 1e2) of one checkpoint on ``count`` test targets.
 
     oracle: deform every source and keep the best fit (Table 2); otherwise the top-1
-    retrieved source (Table 1). Returns (count,) float64.
+    retrieved source (Table 1). category: default the checkpoint's. Returns (count,)
+    float64 values and the checkpoint's config.json.
     """
     model, doc = load_checkpoint(path, device)
     image = model.config.target == "image"
     train = doc.get("train", {})
-    targets = builtin_targets(category, "test", count, seed=seed, n_points=train.get("n_points", 2048),
-                              images=image, resolution=train.get("resolution", 128), views=1)
+    category = category or train.get("category", "chair")
+    targets = builtin_targets(category, "test", count, seed=seed,
+                              n_points=train.get("n_points", 2048), images=image,
+                              resolution=train.get("resolution", 128), views=1)
     out = []
     for t in range(count):
         pts = torch.from_numpy(targets.points[t:t + 1]).to(device)
         if image:
-            inp = torch.from_numpy(targets.images[t:t + 1, 0]).to(device).permute(0, 3, 1, 2).float() / 255
+            inp = torch.from_numpy(targets.images[t:t + 1, 0]).to(device).permute(0, 3, 1, 2)
+            inp = inp.float() / 255
         else:
             inp = pts
         if oracle:
             all_sources = torch.arange(len(model.library), device=device)[None]
             res = retrieve_and_deform(model, inp, pts, len(model.library), ido, sources=all_sources,
-                                      ido_max_iters=ido_max_iters)
+                                      ido_max_iters=ido_max_iters, deform=deform)
         else:
-            res = retrieve_and_deform(model, inp, pts, 1, ido, ido_max_iters=ido_max_iters)
-        out.append(float(res.fit[0, 0]) * 1e2)
-    return np.asarray(out)
+            res = retrieve_and_deform(model, inp, pts, 1, ido, ido_max_iters=ido_max_iters,
+                                      deform=deform)
+        out.append(float(res.fit[0, 0]) * SCALE)
+    return np.asarray(out), doc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", action="append", required=True, metavar="NAME=CHECKPOINT",
-                        help="a table row and its checkpoint, e.g. Ours=backend/zoo/.../chair_points")
-    parser.add_argument("--category", default="chair")
+    parser.add_argument("--variant", action="append", required=True,
+                        metavar="NAME=CHECKPOINT[:nodeform][:ido]",
+                        help="a table row and its checkpoint (repeat; see the module docs)")
+    parser.add_argument("--category", default=None, help="override the checkpoints' category")
     parser.add_argument("--targets", type=int, default=200, help="test targets per category")
-    parser.add_argument("--ido", action="store_true", help="also report 'NAME w/ IDO' rows")
     parser.add_argument("--oracle", action="store_true", help="Table 2: oracle retrieval")
     parser.add_argument("--ido-max-iters", type=int, default=2000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -68,21 +110,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    variants = [parse_variant(s) for s in args.variant]
     rows = []
-    for spec in args.variant:
-        if "=" not in spec:
-            raise ValueError(f"--variant must be NAME=CHECKPOINT, got {spec!r}")
-        name, path = spec.split("=", 1)
-        model, _ = load_checkpoint(path, "cpu")
-        for ido in (False, True) if args.ido else (False,):
-            values = evaluate_checkpoint(path, args.category, args.targets, ido, args.oracle,
-                                         args.device, ido_max_iters=args.ido_max_iters)
-            ci = bootstrap_ci(values)
-            rows.append({"variant": name + (" w/ IDO" if ido else ""), "category": args.category,
-                         "condition": model.config.target + (" oracle" if args.oracle else ""),
-                         "metric": METRIC, "value": ci.value, "ci_low": ci.low,
-                         "ci_high": ci.high, "n": len(values)})
+    for v in variants:
+        values, doc = evaluate_checkpoint(v.checkpoint, args.targets, v.ido, args.oracle,
+                                          args.device, ido_max_iters=args.ido_max_iters,
+                                          deform=v.deform, category=args.category)
+        ci = bootstrap_ci(values)
+        target = doc["model"]["target"] if isinstance(doc.get("model"), dict) else "?"
+        rows.append({"variant": v.name,
+                     "category": args.category or doc.get("train", {}).get("category", "?"),
+                     "condition": target + (" oracle" if args.oracle else ""),
+                     "metric": METRIC, "value": ci.value, "ci_low": ci.low,
+                     "ci_high": ci.high, "n": len(values)})
     table = "Table 2 (oracle retrieval)" if args.oracle else "Table 1"
+    print(f"metric: {CONVENTION}")
     write_results("retrieval_deformation", "eval", rows, args.json,
-                  f"Retrieval and deformation, {table}: squared chamfer x 1e2")
+                  f"Retrieval and deformation, {table}: {CONVENTION}")
     return 0

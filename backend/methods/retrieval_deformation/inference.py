@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.core.metrics import chamfer_distance
 from backend.data.samples import sample_surface
 from backend.data.shapes import Mesh
 from backend.methods.base import JobContext, MethodResult, Output
+from backend.methods.retrieval_deformation.autodecode import fitted_checkpoint_dir
 from backend.methods.retrieval_deformation.checkpoint import (
     JointModel,
     build_model,
@@ -49,13 +51,14 @@ class Retrieved:
 def retrieve_and_deform(
     model: JointModel, inputs: torch.Tensor, target_points: torch.Tensor | None, k: int,
     ido: bool = False, ido_lr: float = 0.5, ido_max_iters: int = 2000, ido_tol: float = 1e-5,
-    sources: torch.Tensor | None = None,
+    sources: torch.Tensor | None = None, deform: bool = True,
 ) -> Retrieved:
     """Retrieve the k nearest sources in R for each target and deform them with D (+ IDO).
 
     inputs: encoder input, (B, N, 3) points or (B, 3, H, W) images in [0, 1].
     target_points: (B, M, 3) canonical target points for the fit (and IDO), or None.
     sources: optional (B, k) int64 candidates to deform instead of retrieving them.
+    deform: False keeps the sources undeformed (retrieval-only baselines; no IDO).
     With a target, the k candidates are re-ordered by their fit (best first).
     """
     if sources is None:
@@ -66,10 +69,17 @@ def retrieve_and_deform(
         dist = model.retrieval.distances(model.retrieval.encoder(inputs), sources)
     b, k = sources.shape
     batch = model.library.batch(sources.reshape(-1), inputs.device)
-    out = deform_candidates(model.deformation, model.deformation.encoder(inputs), sources, batch,
-                            target_points)
-    params, fit = out.params, out.fit
-    if ido and target_points is not None:
+    if deform:
+        out = deform_candidates(model.deformation, model.deformation.encoder(inputs), sources,
+                                batch, target_points)
+        params, fit = out.params, out.fit
+    else:
+        params = torch.zeros(b, k, *batch.centers.shape[1:2], 6, device=inputs.device)
+        fit = None
+        if target_points is not None:
+            tgt = target_points[:, None].expand(-1, k, -1, -1).reshape(b * k, -1, 3)
+            fit = chamfer_distance(batch.points, tgt).chamfer.reshape(b, k)
+    if deform and ido and target_points is not None:
         tgt = target_points[:, None].expand(-1, k, -1, -1).reshape(b * k, -1, 3)
         res = inner_deformation_optimization(params.reshape(b * k, -1, 6), batch, tgt, ido_lr,
                                              ido_max_iters, ido_tol)
@@ -140,14 +150,17 @@ def resolve_model(config, target: str, device: str, zoo: Path) -> tuple[JointMod
             path = zoo / f"{category}_{target}"
     elif not Path(config.library).is_dir():
         raise ValueError(f"library {config.library!r} is neither builtin:<category> nor a folder")
+    elif path is None and (fitted_checkpoint_dir(config.library, target) / "config.json").is_file():
+        path = fitted_checkpoint_dir(config.library, target)
     if path is not None:
         model, doc = load_checkpoint(path, device)
         if model.config.target != target:
             raise ValueError(f"checkpoint {path} was trained for {model.config.target} targets, "
                              f"not {target}; pick a matching checkpoint")
-        if category is None:
-            raise ValueError("a user library needs its own codes fitted before use with a "
-                             "checkpoint; this is not implemented yet (see the README)")
+        if category is None and model.library.names != SourceLibrary.load(config.library).names:
+            raise ValueError(
+                f"checkpoint {path} has no codes for the sources of {config.library}; fit them "
+                f"with `shapebridge library index DIR --out {config.library} --checkpoint {path}`")
         return model, str(path), int(doc.get("train", {}).get("resolution", 128))
     library = (builtin_library(category, config.untrained_sources, config.seed, 2048)
                if category else SourceLibrary.load(config.library))
@@ -202,6 +215,7 @@ def run_inference(method, inputs, config, ctx: JobContext) -> MethodResult:
         v = (canonical_to_blender_points(v) if transform is None
              else canonical_to_blender_local(v, transform))
         meta = {"object_name": f"Retrieved_{rank + 1}", "part_labels": lib.part_labels[s],
+                "parts_as_children": True, "hidden": rank > 0,
                 "source_name": lib.names[s], "rank": rank + 1,
                 "retrieval_distance": float(res.distance[0, rank])}
         if transform is not None:

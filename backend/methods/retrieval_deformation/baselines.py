@@ -1,0 +1,179 @@
+"""Baselines of paper 000, Table 1: R (retrieval by MDS of the chamfer matrix) and DAR
+(deformation-aware retrieval with the deformation module pre-trained on random pairs).
+
+R [Li et al. 2015]: the source-source chamfer matrix is embedded in 256-d by classical MDS
+and an encoder (PointNet / image CNN, as ours) is regressed onto the source embeddings with
+an L2 loss from the sources' own points or renders; retrieval = nearest source. R+DF
+deforms the retrieved source with DF (the ``--sampling random_pairs`` checkpoint).
+DAR [Uy et al. 2020]: the retrieval module is trained with DF frozen, on uniformly drawn
+candidates, to match the fits of DF (our Eq. 2 loss stands in for the triplet loss of
+[Uy 2020]; see the README); DAR+DF deforms with DF.
+Both write ordinary checkpoints (`checkpoint`), carrying DF's deformation module, so the
+evaluation treats them as any other (``:nodeform`` evaluates retrieval only).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from backend.core.metrics import chamfer_distance
+from backend.methods.retrieval_deformation.checkpoint import (
+    JointModel,
+    load_checkpoint,
+    save_checkpoint,
+)
+from backend.methods.retrieval_deformation.data import Targets, builtin_targets
+from backend.methods.retrieval_deformation.joint import (
+    deform_candidates,
+    embedding_loss,
+    soft_retrieval,
+)
+from backend.methods.retrieval_deformation.model import make_encoder
+
+#: sigmoid(WEIGHT_LOGIT) ~ 1: R's retrieval distance becomes the plain Euclidean one.
+WEIGHT_LOGIT = 30.0
+
+
+def chamfer_matrix(points: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """(S, S) symmetric squared chamfer (sum of both directional means) between shapes.
+
+    points: (S, N, 3) float32 canonical-frame samples. Rows are computed in chunks.
+    """
+    s = points.shape[0]
+    out = torch.empty(s, s, dtype=points.dtype, device=points.device)
+    for i in range(s):
+        for j0 in range(0, s, chunk):
+            j1 = min(s, j0 + chunk)
+            a = points[i:i + 1].expand(j1 - j0, -1, -1)
+            out[i, j0:j1] = chamfer_distance(a, points[j0:j1]).chamfer
+    return 0.5 * (out + out.T)
+
+
+def classical_mds(squared: torch.Tensor, dim: int) -> torch.Tensor:
+    """Classical MDS: (S, dim) coordinates whose squared Euclidean distances best match
+    ``squared`` (S, S) (symmetric, zero diagonal). Dimensions beyond the positive
+    eigenvalues (or S) are zero."""
+    s = squared.shape[0]
+    j = torch.eye(s, dtype=torch.float64) - 1.0 / s
+    b = -0.5 * j @ squared.double().cpu() @ j
+    vals, vecs = torch.linalg.eigh(b)
+    vals, vecs = vals.flip(0)[:dim].clamp(min=0.0), vecs.flip(1)[:, :dim]
+    coords = vecs * vals.sqrt()
+    if coords.shape[1] < dim:
+        coords = torch.cat([coords, torch.zeros(s, dim - coords.shape[1], dtype=coords.dtype)], 1)
+    return coords.float()
+
+
+def _inputs(model: JointModel, targets: Targets, index: np.ndarray, rng: np.random.Generator,
+            device) -> torch.Tensor:
+    if model.config.target == "points":
+        return torch.from_numpy(targets.points[index]).to(device)
+    views = rng.integers(0, targets.images.shape[1], len(index))
+    return torch.from_numpy(targets.images[index, views]).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _sgd(params, train) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=train["lr"], momentum=train["momentum"],
+                           weight_decay=train["weight_decay"])
+
+
+def train_r(df_checkpoint: str, out: str, steps: int, device: str = "cpu",
+            seed: int = 0, progress: bool = True) -> dict:
+    """The R baseline over DF's library (so R, R+DF and DF share sources and targets).
+
+    Embeddings: MDS (256-d, the model's embedding size) of the library's chamfer matrix on
+    its stored samples; the retrieval encoder (fresh, seeded) is regressed onto them (L2)
+    from the sources' points (point models) or renders (image models), ``steps`` SGD steps
+    with DF's batch size and optimiser settings.
+    """
+    model, doc = load_checkpoint(df_checkpoint, device)
+    train = dict(doc.get("train") or {})
+    torch.manual_seed(seed)
+    lib = model.library
+    start = time.perf_counter()
+    pts = torch.from_numpy(lib.points).to(device)
+    coords = classical_mds(chamfer_matrix(pts), model.config.embedding_dim).to(device)
+    r = model.retrieval
+    r.encoder = make_encoder(model.config, model.config.embedding_dim).to(device)
+    with torch.no_grad():
+        r.source_embeddings.copy_(coords)
+        r.source_weights.fill_(WEIGHT_LOGIT)
+    sources = builtin_targets(
+        train.get("category", "chair"), "train", len(lib), seed=int(train.get("seed", 0)),
+        n_points=lib.points.shape[1], images=model.config.target == "image",
+        resolution=int(train.get("resolution", 128)), views=int(train.get("views", 8)),
+    ) if model.config.target == "image" else Targets(np.arange(len(lib)), lib.points, None)
+    r.train()
+    opt = _sgd(r.encoder.parameters(), train)
+    rng = np.random.default_rng(seed)
+    batch = min(int(train.get("batch_size", 16)), len(lib))
+    loss = torch.zeros(())
+    for step in range(steps):
+        index = rng.choice(len(lib), batch, replace=False)
+        pred = r.encoder(_inputs(model, sources, index, rng, device))
+        loss = (pred - coords[torch.from_numpy(index).to(device)]).square().sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress and (step + 1) % max(1, steps // 10) == 0:
+            print(f"R step {step + 1}/{steps} loss_l2={loss.item():.4g}", flush=True)
+    summary = {"baseline": "R", "steps": steps, "seconds": round(time.perf_counter() - start, 2),
+               "device": str(device), "last": {"loss_l2": loss.item()}}
+    save_checkpoint(model.eval(), out, {"train": train, "baseline": summary,
+                                        "deformation_from": str(df_checkpoint)})
+    return summary
+
+
+def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = None,
+              device: str = "cpu", seed: int = 0, progress: bool = True) -> dict:
+    """The DAR baseline: DF's deformation module frozen, the retrieval module (fresh,
+    seeded) trained with Eq. 2 on uniformly drawn candidates of DF's training targets."""
+    model, doc = load_checkpoint(df_checkpoint, device)
+    train = dict(doc.get("train") or {})
+    torch.manual_seed(seed)
+    fresh = type(model.retrieval)(model.config, len(model.library)).to(device)
+    model.retrieval = fresh
+    data = builtin_targets(
+        train.get("category", "chair"), "train", int(targets or train.get("targets", 2000)),
+        seed=int(train.get("seed", 0)), skip=int(train.get("sources", len(model.library))),
+        n_points=int(train.get("n_points", 2048)), images=model.config.target == "image",
+        resolution=int(train.get("resolution", 128)), views=int(train.get("views", 8)),
+    )
+    model.deformation.eval()
+    for p in model.deformation.parameters():
+        p.requires_grad_(False)
+    fresh.train()
+    opt = _sgd(fresh.parameters(), train)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    k = min(int(train.get("k", 10)), len(model.library))
+    batch = min(int(train.get("batch_size", 16)), len(data.points))
+    sigma0 = float(train.get("sigma0", 100.0))
+    start, loss = time.perf_counter(), torch.zeros(())
+    for step in range(steps):
+        index = rng.choice(len(data.points), batch, replace=False)
+        inputs = _inputs(model, data, index, rng, device)
+        tgt = torch.from_numpy(data.points[index]).to(device)
+        cand = soft_retrieval(torch.zeros(batch, len(model.library), device=device), k, sigma0,
+                              gen, uniform=True)
+        with torch.no_grad():
+            fit = deform_candidates(model.deformation, model.deformation.encoder(inputs), cand,
+                                    model.library.batch(cand.reshape(-1), device), tgt).fit
+        d2 = fresh.distances(fresh.encoder(inputs), cand)
+        loss = embedding_loss(d2, fit, fresh.sigma(cand), sigma0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress and (step + 1) % max(1, steps // 10) == 0:
+            print(f"DAR step {step + 1}/{steps} loss_emb={loss.item():.4g}", flush=True)
+    for p in model.deformation.parameters():
+        p.requires_grad_(True)
+    summary = {"baseline": "DAR", "steps": steps, "seconds": round(time.perf_counter() - start, 2),
+               "device": str(device), "last": {"loss_emb": loss.item()}}
+    save_checkpoint(model.eval(), out, {"train": train, "baseline": summary,
+                                        "deformation_from": str(df_checkpoint)})
+    return summary
+

@@ -1,0 +1,193 @@
+"""retrieval_deformation, phase 2: new sources join a trained model by auto-decoding their
+codes (networks frozen); the user-library path through the Method API."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from backend.methods.base import JobContext
+from backend.methods.retrieval_deformation import library_cli
+from backend.methods.retrieval_deformation import train as train_cli
+from backend.methods.retrieval_deformation.autodecode import (
+    FitConfig,
+    code_losses,
+    fit_source_codes,
+    fitted_checkpoint_dir,
+    model_for_library,
+)
+from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
+from backend.methods.retrieval_deformation.data import builtin_targets
+from backend.methods.retrieval_deformation.library import builtin_library
+from backend.methods.retrieval_deformation.method import RetrievalDeformation
+
+
+def _run(module, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "chair_points"
+    assert _run(train_cli, ["--tiny", "--target", "points", "--out", str(out),
+                            "--max-steps", "2"]) == 0
+    return out
+
+
+def _network_state(model) -> dict[str, torch.Tensor]:
+    d, r = model.deformation, model.retrieval
+    return {**{f"d.encoder.{k}": v for k, v in d.encoder.state_dict().items()},
+            **{f"d.mlp.{k}": v for k, v in d.mlp.state_dict().items()},
+            **{f"r.encoder.{k}": v for k, v in r.encoder.state_dict().items()}}
+
+
+def test_fit_source_codes_moves_only_the_new_rows_and_lowers_both_losses(tiny_checkpoint):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    before = {k: v.clone() for k, v in _network_state(model).items()}
+    old_codes = model.deformation.global_codes.detach().clone()
+    new_lib = builtin_library("chair", 3, seed=7, n_points=256)  # sources it never saw
+    targets = builtin_targets("chair", "train", 4, seed=0, skip=6, n_points=256)
+    config = FitConfig(steps=25, batch_size=4, k=3, lr=2e-2)
+    fitted, summary = fit_source_codes(model, new_lib, targets, config)
+
+    assert len(fitted.library) == 3 and fitted.deformation.global_codes.shape[0] == 3
+    assert fitted.deformation.part_codes.shape[0] == sum(new_lib.num_parts(s) for s in range(3))
+    # networks: copies of the trained ones, untouched; the trained model is unchanged
+    for key, value in _network_state(fitted).items():
+        assert torch.equal(value, before[key]), key
+    for key, value in _network_state(model).items():
+        assert torch.equal(value, before[key]), key
+    assert torch.equal(model.deformation.global_codes, old_codes)
+
+    # both objectives fall on the fitted targets (same candidates before and after)
+    start = model_for_library(model, new_lib, config.seed).eval()
+    pts = torch.from_numpy(targets.points)
+    cand = torch.tensor([[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1]])
+    with torch.no_grad():
+        d0, e0 = code_losses(start, pts, pts, cand, config)
+        d1, e1 = code_losses(fitted, pts, pts, cand, config)
+    print(f"L_def {d0:.6g} -> {d1:.6g}, L_emb {e0:.6g} -> {e1:.6g}")
+    assert d1 < d0 and e1 < e0
+    assert summary["steps"] == 25
+
+
+def test_library_index_with_checkpoint_then_infer_uses_fitted_codes(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    lib = builtin_library("chair", 2, seed=3, n_points=256)
+    for s in range(2):  # two grouped OBJ files, one group per part
+        v, f, fp = lib.mesh(s)
+        lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v]
+        for p in range(int(fp.max()) + 1):
+            lines.append(f"g part{p}")
+            lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in f[fp == p]]
+        (folder / f"chair_{s}.obj").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "library"
+    method = RetrievalDeformation("cpu")
+    points = lib.points[0][:200].astype(np.float32)
+    inputs = {"points.points": points[:, [0, 2, 1]] * np.float32([1, -1, 1])}
+
+    # indexed without a fit: an explicit checkpoint is refused with the command to run
+    assert _run(library_cli, [str(folder), "--out", str(out), "--n-points", "256"]) == 0
+    config = method.validate(inputs, {"library": str(out), "checkpoint": str(tiny_checkpoint),
+                                      "ido": False, "n_points": 128, "top_k": 2})
+    with pytest.raises(ValueError, match="library index"):
+        method.infer(inputs, config, JobContext("t", lambda *a: None))
+
+    assert _run(library_cli, [str(folder), "--out", str(out), "--n-points", "256",
+                              "--checkpoint", str(tiny_checkpoint), "--fit-steps", "3",
+                              "--fit-targets", "4", "--device", "cpu"]) == 0
+    fitted = fitted_checkpoint_dir(out, "points")
+    assert (fitted / "config.json").is_file()
+    config = method.validate(inputs, {"library": str(out), "ido": False, "n_points": 128,
+                                      "top_k": 2})
+    result = method.infer(inputs, config, JobContext("t", lambda *a: None))
+    assert result.info["checkpoint"] == str(fitted) and "warning" not in result.info
+    assert {o.meta["source_name"] for o in result.outputs} == {"chair_0", "chair_1"}
+
+
+# ------------------------------------------------------------------ baselines R and DAR
+def test_chamfer_matrix_matches_pairwise_loop():
+    from backend.core.metrics import chamfer_distance
+    from backend.methods.retrieval_deformation.baselines import chamfer_matrix
+
+    pts = torch.rand(5, 40, 3, generator=torch.Generator().manual_seed(0))
+    got = chamfer_matrix(pts, chunk=2)
+    for i in range(5):
+        for j in range(5):
+            a = chamfer_distance(pts[i:i + 1], pts[j:j + 1]).chamfer[0]
+            b = chamfer_distance(pts[j:j + 1], pts[i:i + 1]).chamfer[0]
+            assert abs(float(got[i, j]) - 0.5 * float(a + b)) < 1e-6
+    assert torch.all(got.diagonal() == 0)
+
+
+def test_classical_mds_recovers_euclidean_configurations():
+    from backend.methods.retrieval_deformation.baselines import classical_mds
+
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sq = torch.cdist(x, x).square()
+    y = classical_mds(sq, 256)
+    assert y.shape == (12, 256) and torch.all(y[:, 4:].abs() < 1e-3)
+    assert torch.allclose(torch.cdist(y.double(), y.double()).square(), sq, atol=1e-4)
+    # fewer dimensions: the best rank-2 fit keeps the largest-variance directions
+    y2 = classical_mds(sq, 2)
+    assert y2.shape == (12, 2) and float(y2.var(0).sum()) <= float(x.var(0).sum()) + 1e-4
+
+
+def test_baselines_train_and_evaluate_tiny(tmp_path):
+    import json
+
+    from backend.core.metrics import chamfer_distance
+    from backend.methods.retrieval_deformation import evaluate
+    from backend.methods.retrieval_deformation.baselines import chamfer_matrix, classical_mds
+    from backend.methods.retrieval_deformation.inference import retrieve_and_deform
+
+    df, ours = tmp_path / "df", tmp_path / "ours"
+    assert _run(train_cli, ["--tiny", "--out", str(df), "--max-steps", "2",
+                            "--sampling", "random_pairs"]) == 0
+    assert _run(train_cli, ["--tiny", "--out", str(ours), "--max-steps", "2"]) == 0
+    r, dar = tmp_path / "r", tmp_path / "dar"
+    assert _run(train_cli, ["--baseline", "r", "--deformation", str(df), "--out", str(r),
+                            "--device", "cpu"]) == 0
+    assert _run(train_cli, ["--baseline", "dar", "--deformation", str(df), "--out", str(dar),
+                            "--device", "cpu"]) == 0
+    m_df, _ = load_checkpoint(df)
+    m_r, doc_r = load_checkpoint(r)
+    assert doc_r["baseline"]["steps"] == 2  # DF's budget
+    # R: MDS embeddings of the library's chamfer matrix, plain Euclidean retrieval distance
+    coords = classical_mds(chamfer_matrix(torch.from_numpy(m_r.library.points)), 256)
+    assert torch.allclose(m_r.retrieval.source_embeddings, coords, atol=1e-5)
+    e = torch.randn(1, 256)
+    assert torch.allclose(m_r.retrieval.distances(e), (e - coords).square().sum(-1), rtol=1e-4)
+    # R and DAR carry DF's deformation module unchanged
+    for m in (m_r, load_checkpoint(dar)[0]):
+        for (k, a), b in zip(m.deformation.state_dict().items(),
+                             m_df.deformation.state_dict().values()):
+            assert torch.equal(a, b), k
+    # retrieval only: the fit is the chamfer of the undeformed source
+    pts = torch.from_numpy(builtin_targets("chair", "test", 1, n_points=256).points)
+    res = retrieve_and_deform(m_r, pts, pts, 2, deform=False)
+    src = torch.from_numpy(m_r.library.points[res.sources[0].numpy()])
+    assert torch.allclose(res.fit[0], chamfer_distance(src, pts.expand(2, -1, -1)).chamfer)
+    assert torch.all(res.params == 0)
+
+    out = tmp_path / "table1.json"
+    assert _run(evaluate, ["--targets", "3", "--device", "cpu", "--ido-max-iters", "3",
+                           "--json", str(out), "--variant", f"R={r}:nodeform",
+                           "--variant", f"R+DF={r}", "--variant", f"DAR={dar}:nodeform",
+                           "--variant", f"DAR+DF={dar}", "--variant", f"Ours={ours}",
+                           "--variant", f"Ours w/ IDO={ours}:ido"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["variant"] for row in rows] == ["R", "R+DF", "DAR", "DAR+DF", "Ours",
+                                                "Ours w/ IDO"]
+    for row in rows:
+        assert row["category"] == "chair" and row["condition"] == "points" and row["n"] == 3
+        assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert rows[5]["value"] <= rows[4]["value"] + 1e-6  # IDO never worsens the top fit
+    with pytest.raises(ValueError, match="nodeform"):
+        evaluate.parse_variant(f"X={ours}:nodeform:ido")
