@@ -26,7 +26,7 @@ from backend.methods.feature_matching.matching import (
     match_points,
     nearest_surface_points,
 )
-from backend.methods.feature_matching.method import FeatureMatching
+from backend.methods.feature_matching.method import FeatureMatching, library_target
 from backend.methods.feature_matching.model import (
     PRESETS,
     ImplicitDecoder,
@@ -298,6 +298,7 @@ def test_two_step_training_and_checkpoint_round_trip(tmp_path):
     before = ImplicitModel(PRESETS["tiny"]).state_dict()
     model, record = train_mod.train(cfg, log=None)
     assert record["steps"] == 2 and len(record["history"]) == 2
+    assert 0.0 <= record["val_iou_32"] <= 1.0 and record["steps_per_second"] > 0
     assert all(np.isfinite(h[2]) for h in record["history"])
     after = model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the optimiser moved
@@ -361,11 +362,37 @@ def test_method_infer_untrained(frame):
     assert out.arrays["shape_keys"].shape == (5, len(v), 3)
     assert np.allclose(out.arrays["shape_keys"][0], v, atol=1e-5)  # t = 0 is the source
     assert out.meta["shape_key_names"] == ["t=0.00", "t=0.25", "t=0.50", "t=0.75", "t=1.00"]
+    assert out.meta["shape_key_times"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert out.meta["trajectory_slider"] is True
     colors = out.arrays["colors"]
     assert colors.shape == (len(v), 4) and colors.min() >= 0 and colors.max() <= 1
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    # more keys than steps: keys stay on the step grid without repeats
+    few = method.infer(inputs, FeatureMatching.validate(inputs, {"steps": 2, "shape_keys": 11,
+                                                                 "input_frame": frame,
+                                                                 "category": "cabinet"}), ctx)
+    assert few.outputs[0].meta["shape_key_times"] == [0.0, 0.5, 1.0]
+    assert few.outputs[0].arrays["shape_keys"].shape == (3, len(v), 3)
     with pytest.raises(ValueError, match="fine_layer equals layer"):
         method.infer(inputs, FeatureMatching.validate(inputs, {"fine_layer": 3}), ctx)
+
+
+def test_method_library_target():
+    inputs = {k: v for k, v in chair_inputs(False).items() if k.startswith("source.")}
+    method = FeatureMatching()
+    ctx = JobContext("t", report=lambda *a: None)
+    cfg = FeatureMatching.validate(inputs, {"steps": 2, "shape_keys": 3, "input_frame": "canonical",
+                                            "category": "cabinet", "target_shape": "chair:7"})
+    out = method.infer(inputs, cfg, ctx).outputs[0]
+    v, f, parts = library_target("chair:7", "cabinet")
+    assert len(np.unique(parts)) > 2  # semantic parts of the built-in chair colour the result
+    assert out.arrays["colors"].shape == (len(inputs["source.vertices"]), 4)
+    assert len(np.unique(out.arrays["colors"], axis=0)) > 1
+    assert library_target("", "table")[0].shape[1] == 3
+    with pytest.raises(ValueError, match="target_shape must be"):
+        library_target("sofa:1", "chair")
+    with pytest.raises(ValueError, match="target_shape must be"):
+        library_target("chair", "chair")
 
 
 def test_evaluate_cli_on_a_tiny_checkpoint(tmp_path):

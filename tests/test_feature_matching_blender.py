@@ -118,3 +118,28 @@ def test_match_shape_scrubbable_result(connected):
     assert len(np.unique(rgba, axis=0)) == 1
     # placed at the source
     assert_close(np.array(result.matrix_world), np.array(source.matrix_world), atol=1e-6)
+    # no checkpoint ships for this category: the user is told, in the job list and last error
+    from blender_addon.ui.state import SESSION
+
+    record = next(r for r in SESSION.jobs.values() if r.method == "feature_matching")
+    assert "checkpoint" in record.warning and record.warning in SESSION.last_error
+
+
+def test_trajectory_slider_rejects_bad_times():
+    from blender_addon.bridge.common import BridgeError
+    from blender_addon.bridge.mesh import add_shape_keys, add_trajectory_slider, new_mesh
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    obj = bpy.data.objects.new("T", new_mesh("T", v, np.array([[0, 1, 2]], np.int32)))
+    with pytest.raises(BridgeError, match="at least 2 shape keys"):
+        add_trajectory_slider(obj)
+    add_shape_keys(obj, np.stack([v, v + 1, v + 2]), ["a", "b", "c"])
+    with pytest.raises(BridgeError, match="3 increasing values from 0 to 1"):
+        add_trajectory_slider(obj, [0.0, 0.7, 0.5])
+    add_trajectory_slider(obj, [0.0, 0.7, 1.0])
+    obj["shapebridge_t"] = 0.35  # halfway between the keys at 0 and 0.7
+    bpy.context.scene.collection.objects.link(obj)
+    obj.update_tag()
+    bpy.context.view_layer.update()
+    assert_close(evaluated_positions(obj), v + 0.5, atol=1e-6)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import bpy
+import numpy as np
 from bpy.props import (
     BoolProperty,
     EnumProperty,
@@ -92,10 +93,25 @@ def make_settings_class(schema: Mapping[str, Any]) -> type:
     return type(name, (bpy.types.PropertyGroup,), {"__annotations__": ann, "__doc__": schema.get("description", "")})
 
 
+def _float32_value(value: float) -> float:
+    """A FloatProperty's value as the number the user typed.
+
+    Blender stores float properties in float32, so 0.01 reads back as 0.009999999776.
+    The shortest decimal that rounds to the same float32 (at most 9 significant digits)
+    is the value that was set.
+    """
+    f32 = np.float32(value)
+    for digits in range(6, 10):
+        candidate = float(f"{f32:.{digits}g}")
+        if np.float32(candidate) == f32:
+            return candidate
+    return float(f32)
+
+
 def params_from_settings(settings: Any, schema: Mapping[str, Any]) -> dict[str, Any]:
     """Parameter values of a settings PropertyGroup as the backend expects them."""
     out: dict[str, Any] = {}
-    casts = {"int": int, "float": float, "bool": bool, "str": str, "enum": str}
+    casts = {"int": int, "float": _float32_value, "bool": bool, "str": str, "enum": str}
     for p in schema.get("params", []):
         if p.get("ui", True) and hasattr(settings, p["name"]):
             out[p["name"]] = casts[p["type"]](getattr(settings, p["name"]))

@@ -190,6 +190,8 @@ class SHAPEBRIDGE_OT_run_method(bpy.types.Operator):
         except _ERRORS as exc:
             return _fail(self, exc)
         self.report({"INFO"}, f"{record.title}: added {', '.join(o.name for o in objs)}")
+        if record.warning:
+            self.report({"WARNING"}, f"{record.title}: {record.warning}")
         return {"FINISHED"}
 
 

@@ -117,6 +117,8 @@ class SHAPEBRIDGE_PT_jobs(bpy.types.Panel):
             elif state == "done":
                 seconds = (record.finished or now) - record.submitted
                 box.label(text=f"Added {', '.join(record.objects) or 'nothing'} ({seconds:.1f} s)")
+                for line in _wrap(record.warning, context) if record.warning else ():
+                    box.label(text=line, icon="ERROR")
             elif state == "error":
                 for line in _wrap(record.error, context):
                     box.label(text=line)

@@ -82,6 +82,7 @@ class JobRecord:
     applied: bool = False
     objects: list[str] = field(default_factory=list)
     error: str = ""
+    warning: str = ""
 
     @property
     def job_id(self) -> str:
@@ -239,6 +240,10 @@ class Session:
             return []
         record.applied = True
         record.objects = [o.name for o in objs]
+        # e.g. "no trained checkpoint is loaded": the result exists but the user must know
+        record.warning = str((future.result(0).body.get("info") or {}).get("warning") or "")
+        if record.warning:
+            self.last_error = f"{record.title}: {record.warning}"
         return objs
 
     def wait(self, record: JobRecord, timeout: float | None) -> list[bpy.types.Object]:

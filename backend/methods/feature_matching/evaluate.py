@@ -36,7 +36,6 @@ from backend.core.metrics import bootstrap_ci, chamfer_distance, emd, part_chamf
 from backend.data.samples import sample_shape
 from backend.data.shapes import CATEGORIES, Shape, generate_shape
 from backend.methods.feature_matching.baselines import (
-    REGULARIZERS,
     CrossFitConfig,
     barycentric_points,
     cross_fit,
@@ -84,8 +83,8 @@ class EvalConfig:
     """Their weights (paper: 1, eta = 0.1)."""
     baselines: dict[str, CrossFitConfig] = field(default_factory=lambda: {
         "cross-fit": CrossFitConfig("none"),
-        "cross-fit + Laplacian": CrossFitConfig("laplacian", weight=1.0),
-        "cross-fit + ARAP": CrossFitConfig("arap", weight=1.0),
+        "cross-fit + Laplacian": CrossFitConfig("laplacian", weight=10.0),
+        "cross-fit + ARAP": CrossFitConfig("arap", weight=10.0),
     })
     """Cross-fitting baselines by row name."""
     part_emd_points: int = 256

@@ -19,7 +19,7 @@ from backend.data.shapes import CATEGORIES
 from backend.methods import register
 from backend.methods.base import InputSpec, JobContext, Method, MethodResult, Output, param
 
-__all__ = ["FeatureMatching", "FeatureMatchingConfig", "part_colors"]
+__all__ = ["FeatureMatching", "FeatureMatchingConfig", "library_target", "part_colors"]
 
 ZOO = Path(__file__).resolve().parents[2] / "zoo" / "feature_matching"
 
@@ -31,6 +31,28 @@ _PALETTE = np.array(
     ],
     dtype=np.float32,
 )
+
+
+def library_target(spec: str, category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A built-in shape as the target: spec "<category>:<seed>" or "" (first test shape of
+    ``category``). Returns vertices (V, 3) float64 canonical frame, faces (F, 3) int64 and
+    face_parts (F,) int64 semantic part labels."""
+    from backend.data.shapes import generate_shape
+    from backend.methods.feature_matching.data import category_seeds
+
+    if not spec.strip():
+        cat, seed = category, category_seeds(category, "test", 1)[0]
+    else:
+        cat, _, seed_text = spec.strip().partition(":")
+        if cat not in CATEGORIES or not seed_text.strip().lstrip("-").isdigit():
+            raise ValueError(f"target_shape must be '<category>:<seed>' with a category of "
+                             f"{', '.join(CATEGORIES)}, e.g. 'chair:12', got {spec!r}")
+        seed = int(seed_text)
+    shape = generate_shape(cat, seed)
+    mesh = shape.mesh()
+    labels = shape.part_label_ids()[mesh.face_parts]
+    return (np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64),
+            np.asarray(labels, np.int64))
 
 
 def part_colors(labels: np.ndarray) -> np.ndarray:
@@ -54,6 +76,8 @@ class FeatureMatchingConfig:
     autodecode_steps: int = param(300, "Adam steps of auto-decoding", min=0, max=10000, ui=False)
     input_frame: str = param("blender", "Frame of the input vertices (Blender object-local, or canonical)",
                              choices=("blender", "canonical"), ui=False)
+    target_shape: str = param("", "Built-in target used when no target mesh is selected: "
+                              "'<category>:<seed>' (empty: the first test shape of the category)")
     seed: int = param(0, "Seed of the random network used when no checkpoint exists", ui=False)
 
 
@@ -69,7 +93,8 @@ class FeatureMatching(Method):
     Config = FeatureMatchingConfig
     inputs = (
         InputSpec("source", "mesh", "the mesh to deform (active object)"),
-        InputSpec("target", "mesh", "the shape to match (optional face_parts colour the result)"),
+        InputSpec("target", "mesh", "the shape to match (optional face_parts colour the result); "
+                  "without it, the built-in shape of target_shape", optional=True),
     )
     output_kinds = ("mesh",)
 
@@ -136,9 +161,14 @@ class FeatureMatching(Method):
             return normalize_to_unit_cube(v)
 
         src_v, src_tf = canonical("source")
-        tgt_v, _ = canonical("target")
         src_f = np.asarray(inputs["source.faces"], dtype=np.int64)
-        tgt_f = np.asarray(inputs["target.faces"], dtype=np.int64)
+        tgt_parts = inputs.get("target.face_parts")
+        if "target.vertices" in inputs:
+            tgt_v, _ = canonical("target")
+            tgt_f = np.asarray(inputs["target.faces"], dtype=np.int64)
+        else:
+            tgt_v, tgt_f, tgt_parts = library_target(config.target_shape, config.category)
+            tgt_v, _ = normalize_to_unit_cube(tgt_v)
 
         ctx.progress(0.05, "encoding")
         rng = np.random.default_rng(config.seed)
@@ -178,7 +208,6 @@ class FeatureMatching(Method):
         ctx.progress(0.9, "correspondences")
         final = result.points.cpu().double().numpy()
         closest, face = nearest_surface_points(final, tgt_v, tgt_f)
-        tgt_parts = inputs.get("target.face_parts")
         if tgt_parts is None or len(tgt_parts) != len(tgt_f):
             tgt_parts = connected_component_parts(tgt_v, tgt_f)
         labels = np.asarray(tgt_parts)[face]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from backend.bench.results import git_commit
-from backend.data.shapes import CATEGORIES
+from backend.data.shapes import CATEGORIES, generate_shape
 from backend.methods.feature_matching.data import (
     RESOLUTIONS,
     SAMPLE_COUNTS,
@@ -37,7 +37,16 @@ from backend.methods.feature_matching.data import (
 )
 from backend.methods.feature_matching.model import PRESETS, ImplicitModel, save_checkpoint
 
-__all__ = ["DEFAULT_ZOO", "SCHEDULES", "TrainConfig", "add_arguments", "run", "train"]
+__all__ = [
+    "DEFAULT_ZOO",
+    "SCHEDULES",
+    "TrainConfig",
+    "add_arguments",
+    "reconstruction_iou",
+    "run",
+    "train",
+    "write_model_card",
+]
 
 DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "zoo" / "feature_matching"
 """Where shipped checkpoints live: ``backend/zoo/feature_matching/<category>.pt``."""
@@ -163,6 +172,8 @@ def train(
                     log(f"step {step} res {res}^3 loss {history[-1][2]:.5f}")
         phase_loss.append(float(np.mean(running[-100:])) if running else None)
     model.eval()
+    train_s = time.perf_counter() - t_train
+    iou = reconstruction_iou(model, config.category, 16, config.data_seed, device=config.device)
     record = {
         "category": config.category,
         "config": {**asdict(config), "phase_iterations": list(config.phase_iterations),
@@ -174,13 +185,37 @@ def train(
         "data": f"{len(seeds)} built-in '{config.category}' shapes, train split of dataset seed "
                 f"{config.data_seed}",
         "data_seconds": data_s,
-        "train_seconds": time.perf_counter() - t_train,
-        "steps_per_second": step / max(time.perf_counter() - t_train, 1e-9),
+        "train_seconds": train_s,
+        "steps_per_second": step / max(train_s, 1e-9),
+        "val_iou_32": iou,
+        "val_iou_shapes": 16,
         "device": torch.cuda.get_device_name(0) if config.device.startswith("cuda")
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "commit": git_commit(),
     }
     return model, record
+
+
+def reconstruction_iou(
+    model: ImplicitModel, category: str, count: int = 16, data_seed: int = 0,
+    resolution: int = 32, device: str = "cpu",
+) -> float:
+    """Mean IoU of the decoded occupancy (F > 0.5) against the exact occupancy at the cell
+    centres of an R^3 grid, over the first ``count`` validation shapes of the category
+    (codes from the 64^3 voxel encoder): the model card's reconstruction check."""
+    seeds = category_seeds(category, "val", count, data_seed)
+    pts = cell_centers(torch.arange(resolution**3), resolution).to(device)
+    ious = []
+    model.eval()
+    with torch.no_grad():
+        for s in seeds:
+            shape = generate_shape(category, s)
+            vox = torch.from_numpy(shape.occupancy_grid(64))[None].to(device)
+            pred = (model.decoder(pts, model.encoder(vox)[0]) > 0.5).cpu().numpy()
+            gt = shape.occupancy_grid(resolution).reshape(-1)
+            union = np.logical_or(pred, gt).sum()
+            ious.append(np.logical_and(pred, gt).sum() / union if union else 1.0)
+    return float(np.mean(ious))
 
 
 def write_model_card(path: Path, record: dict) -> None:
@@ -201,6 +236,13 @@ def write_model_card(path: Path, record: dict) -> None:
         f"(+ {record['data_seconds']:.0f} s data), {record['steps_per_second']:.2f} steps/s, "
         f"schedule {record['config']['extra'].get('schedule', 'custom')}",
         f"- commit: {record['commit']}",
+    ]
+    if "val_iou_32" in record:
+        lines.append(f"- reconstruction IoU (32^3, first {record['val_iou_shapes']} val shapes, "
+                     f"F > 0.5): {record['val_iou_32']:.3f}")
+    lines += [
+        f"- evaluate: `shapebridge eval feature_matching --categories {record['category']} "
+        f"--json benchmarks/results/feature_matching.json`",
         "",
     ]
     path.with_suffix(".md").write_text("\n".join(lines))
