@@ -5,6 +5,7 @@ naive loops, joint constraints, IDO, the Eq. 2 loss with learned sigma, the libr
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,7 +282,9 @@ def test_infer_untrained_on_tiny_inputs_through_method_api():
     rng = np.random.default_rng(0)
     v = (rng.random((30, 3)) - 0.5).astype(np.float32)
     f = rng.integers(0, 30, (40, 3)).astype(np.int32)
-    params = {"untrained_sources": 4, "top_k": 3, "n_points": 64, "ido_max_iters": 10}
+    # no checkpoint ships for tables: the seeded untrained path, with its warning
+    params = {"library": "builtin:table", "untrained_sources": 4, "top_k": 3, "n_points": 64,
+              "ido_max_iters": 10}
     inputs = {"mesh.vertices": v, "mesh.faces": f}
     result = method.infer(inputs, method.validate(inputs, params), JobContext("m"))
     assert "no checkpoint is loaded" in result.info["warning"]
@@ -305,3 +308,17 @@ def test_symmetry_flag_rejects_a_lopsided_shape():
     lopsided[:, 0] = np.where(lopsided[:, 1] > 0, np.abs(lopsided[:, 0]), lopsided[:, 0])
     assert is_symmetric(sym, np.random.default_rng(1))
     assert not is_symmetric(lopsided, np.random.default_rng(1))
+
+
+def test_shipped_chair_points_checkpoint_is_used_by_default():
+    from backend.methods.retrieval_deformation.method import ZOO
+
+    assert (ZOO / "chair_points" / "MODEL_CARD.md").is_file()
+    method = RetrievalDeformation()
+    rng = np.random.default_rng(1)
+    inputs = {"points.points": (rng.random((256, 3)) - 0.5).astype(np.float32)}
+    config = method.validate(inputs, {"top_k": 2, "n_points": 128, "ido": False})
+    result = method.infer(inputs, config, JobContext("z"))
+    assert "warning" not in result.info
+    assert Path(result.info["checkpoint"]).resolve() == (ZOO / "chair_points").resolve()
+    assert len(result.outputs) == 2
