@@ -34,6 +34,21 @@ def backend_server(start_backend):
     return start_backend()
 
 
+@pytest.fixture
+def addon():
+    """The add-on registered in the bpy module on an empty scene (bpy imported lazily, so the
+    tests that do not use Blender never load it)."""
+    import bpy
+
+    import blender_addon
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    blender_addon.register()
+    yield
+    blender_addon.unregister()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
 def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-6, name: str = "") -> None:
     """np.allclose with a message that says where the largest difference is."""
     a = np.asarray(actual, dtype=np.float64)

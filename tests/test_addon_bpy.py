@@ -25,15 +25,6 @@ from tests.conftest import assert_close  # noqa: E402
 
 
 @pytest.fixture
-def addon():
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-
-
-@pytest.fixture
 def connected(addon, backend_server):
     assert bpy.ops.shapebridge.connect(address=backend_server.address) == {"FINISHED"}
     return backend_server

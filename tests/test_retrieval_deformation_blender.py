@@ -12,7 +12,6 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-import blender_addon  # noqa: E402
 from blender_addon import bridge, protocol  # noqa: E402
 from blender_addon.bridge.results import split_parts  # noqa: E402
 from blender_addon.ui.state import SESSION  # noqa: E402
@@ -61,15 +60,6 @@ def merged(parts: dict[str, list]) -> tuple[np.ndarray, np.ndarray]:
             fs.append(f + offset)
             offset += len(v)
     return np.concatenate(vs), np.concatenate(fs)
-
-
-@pytest.fixture
-def addon():
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    blender_addon.register()
-    yield
-    blender_addon.unregister()
-    bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 @pytest.fixture
