@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zmq
 
+from backend.bench.transport import grid_mesh
 from backend.server.server import Job, Scheduler, is_loopback
 from blender_addon import protocol as P
 from blender_addon.client import Client, ClientError, Timeouts
@@ -24,17 +25,6 @@ def cube() -> tuple[np.ndarray, np.ndarray]:
     f = np.array(
         [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
          [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.int32)
-    return v, f
-
-
-def grid_mesh(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A random-height n x n grid: n^2 vertices, 2 (n-1)^2 triangles."""
-    rng = np.random.default_rng(seed)
-    x, y = np.meshgrid(np.arange(n, dtype=np.float32), np.arange(n, dtype=np.float32), indexing="ij")
-    v = np.stack([x.ravel(), y.ravel(), rng.random(n * n, dtype=np.float32)], axis=1)
-    i = np.arange(n - 1)
-    a = (i[:, None] * n + i[None, :]).ravel()
-    f = np.concatenate([np.stack([a, a + n, a + 1], 1), np.stack([a + 1, a + n, a + n + 1], 1)]).astype(np.int32)
     return v, f
 
 
@@ -210,7 +200,7 @@ def test_four_clients_twenty_five_jobs_each_get_their_own_results(backend_server
     def work(ci: int, client: Client) -> None:
         futs = []
         for j in range(25):
-            v, f = grid_mesh(3 + (ci * 25 + j) % 17, seed=ci * 100 + j)
+            v, f = grid_mesh((3 + (ci * 25 + j) % 17) ** 2)
             futs.append((v, client.submit("mesh_stats", P.mesh_arrays("mesh", v, f), {"scale": float(ci + 1)})))
         for v, fut in futs:
             try:

@@ -84,6 +84,15 @@ def show_candidate(objs: list[bpy.types.Object], index: int,
     return shown
 
 
+def _group_or_report(op: bpy.types.Operator, context) -> list | None:
+    """The candidate roots of the operator's job, or None after reporting why there are none."""
+    try:
+        return find_group(context, op.job)[1]
+    except ValueError as exc:
+        op.report({"ERROR"}, str(exc))
+        return None
+
+
 class SHAPEBRIDGE_OT_step_candidate(bpy.types.Operator):
     """Show the next (or previous) candidate of a result and hide the others"""
 
@@ -97,10 +106,8 @@ class SHAPEBRIDGE_OT_step_candidate(bpy.types.Operator):
                         description="Job whose candidates to step (empty: the active object's)")
 
     def execute(self, context):
-        try:
-            _job, objs = find_group(context, self.job)
-        except ValueError as exc:
-            self.report({"ERROR"}, str(exc))
+        objs = _group_or_report(self, context)
+        if objs is None:
             return {"CANCELLED"}
         index = (current_index(objs, context.view_layer) + self.direction) % len(objs)
         shown = show_candidate(objs, index, context.view_layer)
@@ -119,10 +126,8 @@ class SHAPEBRIDGE_OT_keep_candidate(bpy.types.Operator):
                         description="Job whose candidates to reduce (empty: the active object's)")
 
     def execute(self, context):
-        try:
-            _job, objs = find_group(context, self.job)
-        except ValueError as exc:
-            self.report({"ERROR"}, str(exc))
+        objs = _group_or_report(self, context)
+        if objs is None:
             return {"CANCELLED"}
         index = current_index(objs, context.view_layer)
         kept = show_candidate(objs, index, context.view_layer)
