@@ -152,6 +152,22 @@ def test_chamfer_ragged_lengths_match_naive_and_ignore_padding(reduction):
     assert torch.all(x.grad[1, 5:] == 0) and torch.all(x.grad[2, 1:] == 0), "padding got a gradient"
 
 
+@pytest.mark.parametrize("budget", [7, 1 << 24])
+def test_dense_nearest_index_matches_pytorch3d_knn(budget):
+    """The CPU block path picks the same neighbours as pytorch3d's knn_points, with
+    blocks smaller than one row (budget 7) and with padded clouds."""
+    from pytorch3d.ops import knn_points
+
+    g = torch.Generator().manual_seed(11)
+    p = torch.rand(3, 50, 3, generator=g)
+    q = torch.rand(3, 40, 3, generator=g)
+    q_len = torch.tensor([40, 13, 1])
+    q[1, 13:] = p[1, :27]  # padding that would be the exact nearest must be skipped
+    ours = M._nearest_index_dense(p, q, q_len, budget=budget)
+    ref = knn_points(p, q, lengths2=q_len, K=1).idx[..., 0]
+    assert torch.equal(ours, ref)
+
+
 def test_chamfer_unsquared_gradient_is_finite_on_coincident_points():
     x = torch.zeros(1, 4, 3, requires_grad=True)
     y = torch.zeros(1, 4, 3)
