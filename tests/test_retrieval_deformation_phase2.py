@@ -191,3 +191,22 @@ def test_baselines_train_and_evaluate_tiny(tmp_path):
     assert rows[5]["value"] <= rows[4]["value"] + 1e-6  # IDO never worsens the top fit
     with pytest.raises(ValueError, match="nodeform"):
         evaluate.parse_variant(f"X={ours}:nodeform:ido")
+
+
+def test_bench_runs_against_the_zoo_checkpoint_and_writes_its_table(tmp_path):
+    """``shapebridge bench retrieval_deformation`` on the shipped checkpoint: both sizes,
+    with and without IDO, timings and fits recorded (IDO never worsens the best fit)."""
+    import json
+
+    from backend.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "retrieval_deformation", "--sizes", "300", "20000", "--repeats", "1",
+                 "--ido-max-iters", "20", "--device", "cpu", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 8
+    seconds = [r["value"] for r in rows if r["metric"] == "seconds"]
+    assert len(seconds) == 4 and all(s > 0 for s in seconds)
+    fits = {(r["variant"], r["condition"]): r["value"] for r in rows if r["metric"] != "seconds"}
+    for cond in {c for _, c in fits}:
+        assert fits[("w/ IDO", cond)] <= fits[("network only", cond)] + 1e-9

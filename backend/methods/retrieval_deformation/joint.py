@@ -12,7 +12,7 @@ convention, the authors' code).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -141,6 +141,11 @@ class IDOResult:
     iterations: torch.Tensor
 
 
+def _select(batch: SourceBatch, mask: torch.Tensor) -> SourceBatch:
+    """The candidates of ``batch`` where ``mask`` (M,) is True."""
+    return SourceBatch(*(getattr(batch, f.name)[mask] for f in fields(SourceBatch)))
+
+
 def inner_deformation_optimization(
     params: torch.Tensor, sources: SourceBatch, target_points: torch.Tensor,
     lr: float = 0.5, max_iters: int = 2000, tol: float = 1e-5,
@@ -154,24 +159,35 @@ def inner_deformation_optimization(
     step where its chamfer changed by less than ``tol``. The summed loss gives each
     candidate the gradient of its own chamfer. Returns `IDOResult`.
     """
-    x = params.detach().clone().requires_grad_(True)
-    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    x = params.detach().clone()
     iters = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    # Only the candidates still moving are computed: (idx, xs, sub, tgt) is the active
+    # set, re-gathered whenever a candidate stops.
+    idx = torch.arange(x.shape[0], device=x.device)
+    xs, sub, tgt = x.clone().requires_grad_(True), sources, target_points
     previous = None
     with torch.enable_grad():
         for _ in range(max_iters):
-            _, pts = apply_parameters(x, sources)
-            fit = chamfer_distance(pts, target_points).chamfer
+            _, pts = apply_parameters(xs, sub)
+            fit = chamfer_distance(pts, tgt).chamfer
+            keep = torch.ones_like(fit, dtype=torch.bool)
             if previous is not None:
-                active &= (previous - fit.detach()).abs() >= tol
-            if not bool(active.any()):
+                keep = (previous - fit.detach()).abs() >= tol
+            if not bool(keep.any()):
                 break
-            (grad,) = torch.autograd.grad(fit.sum(), x)
+            (grad,) = torch.autograd.grad(fit.sum(), xs)
             with torch.no_grad():
-                x -= lr * grad * active[:, None, None]
-            iters += active
+                xs -= lr * grad * keep[:, None, None]
+            iters[idx] += keep
             previous = fit.detach()
+            if not bool(keep.all()):
+                with torch.no_grad():
+                    x[idx] = xs
+                idx, previous, tgt = idx[keep], previous[keep], tgt[keep]
+                sub = _select(sub, keep)
+                xs = xs.detach()[keep].requires_grad_(True)
     with torch.no_grad():
-        feasible, pts = apply_parameters(x.detach(), sources)
+        x[idx] = xs.detach()
+        feasible, pts = apply_parameters(x, sources)
         fit = chamfer_distance(pts, target_points).chamfer
     return IDOResult(feasible, pts, fit, iters)

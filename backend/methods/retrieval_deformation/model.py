@@ -195,6 +195,23 @@ class RetrievalModule(nn.Module):
         self.source_weights = nn.Parameter(torch.randn(num_sources, config.embedding_dim))
         self.source_sigmas = nn.Parameter(torch.randn(num_sources))
 
+    #: Above this many sources, a full scan uses the expanded (matrix product) form.
+    EXPANDED_SCAN = 8192
+
+    def _scan_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-source terms of the expanded scan: w^2 (S, D), w^2 e (S, D), sum w^2 e^2 (S,).
+        Cached while gradients are off, until the parameters change in place or move."""
+        key = tuple((p._version, p.data_ptr()) for p in (self.source_weights, self.source_embeddings))
+        cache = getattr(self, "_scan_cache", None)
+        if not torch.is_grad_enabled() and cache is not None and cache[0] == key:
+            return cache[1]
+        w2 = (torch.sigmoid(self.source_weights) + 1e-6).square()
+        e = self.source_embeddings
+        terms = (w2, w2 * e, (w2 * e.square()).sum(-1))
+        if not torch.is_grad_enabled():
+            self._scan_cache = (key, terms)
+        return terms
+
     def sigma(self, sources: torch.Tensor) -> torch.Tensor:
         """Per-source sigma_k > 0 for source indices of any shape (same shape)."""
         return torch.sigmoid(self.source_sigmas[sources]) + 1e-6
@@ -206,6 +223,12 @@ class RetrievalModule(nn.Module):
         sources: (B, K) int64 source indices, or None for all S sources.
         Returns (B, K) or (B, S) float.
         """
+        if sources is None and self.source_embeddings.shape[0] > self.EXPANDED_SCAN:
+            # Large libraries: sum_j w^2 (t - e)^2 = t^2.w^2 - 2 t.(w^2 e) + e^2.w^2 as
+            # matrix products, without the (B, S, D) difference tensor.
+            w2, w2e, e2 = self._scan_terms()
+            d2 = embedding.square() @ w2.T - 2.0 * embedding @ w2e.T
+            return (d2 + e2[None]).clamp_min(0.0)
         if sources is None:
             e = self.source_embeddings[None]
             w = torch.sigmoid(self.source_weights)[None] + 1e-6
