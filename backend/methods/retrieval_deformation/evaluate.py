@@ -1,20 +1,23 @@
 """``shapebridge eval retrieval_deformation``: Table 1 / Table 2 rows of paper 000 on the
 built-in test split, from trained checkpoints.
 
-Each ``--variant NAME=CHECKPOINT[:nodeform][:ido]`` is one table row per checkpoint; the
-category and target type (points / image) come from the checkpoint, so one call with all
-checkpoints gives the whole table. Table 1: retrieval of the top source by R, deformation by
-D (``:nodeform``: retrieval only, the R and DAR rows; ``:ido``: then IDO, "Ours w/ IDO").
-Table 2 (``--oracle``): every source is deformed and the best fit kept. Rows of one table:
+Each ``--variant NAME=CHECKPOINT[:nodeform][:ido]`` is one Table 1 row; each
+``--oracle-variant NAME=CHECKPOINT[:ido]`` one Table 2 row. The category and target type
+(points / image) come from the checkpoint, so one call with all checkpoints gives both
+tables for every category. Table 1: retrieval of the top source by R, deformation by D
+(``:nodeform``: retrieval only, the R and DAR rows; ``:ido``: then IDO, "Ours w/ IDO").
+Table 2 (oracle): every source is deformed and the best fit kept. The row names that the
+orderings of the issue are checked on (`ordering_checks`):
 
-    R=ckpt_r:nodeform  R+DF=ckpt_r  DAR=ckpt_dar:nodeform  DAR+DF=ckpt_dar
-    Uniform=ckpt_uniform  Ours=ckpt  "Ours w/ IDO=ckpt:ido"       (Table 1)
-    DF=ckpt_df  Uniform=ckpt_uniform  Ours=ckpt  "Ours w/ IDO=ckpt:ido"   (Table 2, --oracle)
+    --variant:        R=ckpt_r:nodeform  R+DF=ckpt_r  DAR=ckpt_dar:nodeform  DAR+DF=ckpt_dar
+                      Uniform=ckpt_uniform  Ours=ckpt  "Ours w/ IDO=ckpt:ido"
+    --oracle-variant: DF=ckpt_df  Uniform=ckpt_uniform  Ours=ckpt  "Ours w/ IDO=ckpt:ido"
 
 (``ckpt_r`` / ``ckpt_dar``: ``train --baseline r|dar --deformation ckpt_df``). Metric:
 squared chamfer, PyTorch3D convention (mean squared nearest-neighbour distance in each
-direction, summed) on 2048-point samples of the unit-cube-normalised shapes, x 1e2 as the
-paper's tables; 95 % bootstrap CIs over targets.
+direction, summed) between the deformed source's and the target's samples (the
+checkpoint's ``n_points`` each, 512 for the CPU configs) of the unit-cube-normalised
+shapes, x 1e2 as the paper's tables; 95 % bootstrap CIs over targets.
 """
 
 from __future__ import annotations
@@ -108,26 +111,71 @@ def evaluate_checkpoint(path: str, count: int, ido: bool, oracle: bool, device: 
     return np.asarray(out), doc
 
 
+#: The "done when" orderings of the issue, by the standard row names (module docstring):
+#: Table 1 chain (each lower than the next), the 0.9 margin over the best baseline, IDO.
+TABLE1_CHAIN = ("Ours", "Uniform", "DAR+DF", "R")
+TABLE1_BASELINES = ("R", "R+DF", "DAR", "DAR+DF")  # the paper's retrieval baselines
+TABLE2_BASELINES = ("DF", "Uniform")
+
+
+def ordering_checks(rows: list[dict]) -> list[dict]:
+    """The issue's orderings per (category, target) over the means of ``rows``.
+
+    Returns rows ``{"variant": check, "category", "condition", "metric": "holds", "value":
+    1.0 | 0.0}``; a check whose rows are missing is left out.
+    """
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        groups.setdefault((r["category"], r["condition"]), {})[r["variant"]] = r["value"]
+    out = []
+    for (category, condition), v in sorted(groups.items()):
+        checks = {}
+        if condition.endswith("oracle"):
+            base = [v[b] for b in TABLE2_BASELINES if b in v]
+            if "Ours" in v and base:
+                checks["Ours < DF, Uniform"] = v["Ours"] < min(base)
+        else:
+            chain = [n for n in TABLE1_CHAIN if n in v]
+            if len(chain) == len(TABLE1_CHAIN):
+                checks["Ours < Uniform < DAR+DF < R"] = all(
+                    v[a] < v[b] for a, b in zip(chain, chain[1:]))
+            base = [v[b] for b in TABLE1_BASELINES if b in v]
+            if "Ours" in v and base:
+                checks["Ours <= 0.9 x best baseline"] = v["Ours"] <= 0.9 * min(base)
+        if "Ours" in v and "Ours w/ IDO" in v:
+            checks["Ours w/ IDO < Ours"] = v["Ours w/ IDO"] < v["Ours"]
+        out += [{"variant": name, "category": category, "condition": condition,
+                 "metric": "holds", "value": float(ok)} for name, ok in checks.items()]
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", action="append", required=True,
+    parser.add_argument("--variant", action="append", default=[],
                         metavar="NAME=CHECKPOINT[:nodeform][:ido]",
-                        help="a table row and its checkpoint (repeat; see the module docs)")
+                        help="a Table 1 row and its checkpoint (repeat; see the module docs)")
+    parser.add_argument("--oracle-variant", action="append", default=[],
+                        metavar="NAME=CHECKPOINT[:ido]",
+                        help="a Table 2 row (oracle retrieval) and its checkpoint (repeat)")
     parser.add_argument("--category", default=None, help="override the checkpoints' category")
     parser.add_argument("--targets", type=int, default=200, help="test targets per category")
-    parser.add_argument("--oracle", action="store_true", help="Table 2: oracle retrieval")
+    parser.add_argument("--oracle", action="store_true",
+                        help="evaluate the --variant rows with oracle retrieval too (Table 2)")
     parser.add_argument("--ido-max-iters", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=25, help="targets evaluated at once")
     parser.add_argument("--oracle-ido-top", type=int, default=10,
-                        help="--oracle with :ido: IDO refines this many best network fits")
+                        help="oracle rows with :ido: IDO refines this many best network fits")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write the results files here")
 
 
 def run(args: argparse.Namespace) -> int:
-    variants = [parse_variant(s) for s in args.variant]
+    jobs = [(parse_variant(s), args.oracle) for s in args.variant]
+    jobs += [(parse_variant(s), True) for s in args.oracle_variant]
+    if not jobs:
+        raise ValueError("give at least one --variant or --oracle-variant")
     rows = []
-    for v in variants:
-        values, doc = evaluate_checkpoint(v.checkpoint, args.targets, v.ido, args.oracle,
+    for v, oracle in jobs:
+        values, doc = evaluate_checkpoint(v.checkpoint, args.targets, v.ido, oracle,
                                           args.device, ido_max_iters=args.ido_max_iters,
                                           deform=v.deform, category=args.category,
                                           batch=args.batch, oracle_ido_top=args.oracle_ido_top)
@@ -135,11 +183,14 @@ def run(args: argparse.Namespace) -> int:
         target = doc["model"]["target"] if isinstance(doc.get("model"), dict) else "?"
         rows.append({"variant": v.name,
                      "category": args.category or doc.get("train", {}).get("category", "?"),
-                     "condition": target + (" oracle" if args.oracle else ""),
+                     "condition": target + (" oracle" if oracle else ""),
                      "metric": METRIC, "value": ci.value, "ci_low": ci.low,
                      "ci_high": ci.high, "n": len(values)})
-    table = "Table 2 (oracle retrieval)" if args.oracle else "Table 1"
+        print(f"{v.name} ({rows[-1]['category']}, {rows[-1]['condition']}): {ci.value:.4g} "
+              f"[{ci.low:.4g}, {ci.high:.4g}]", flush=True)
+    rows += ordering_checks(rows)
     print(f"metric: {CONVENTION}")
     write_results("retrieval_deformation", "eval", rows, args.json,
-                  f"Retrieval and deformation, {table}: {CONVENTION}")
+                  f"Retrieval and deformation, Table 1 and Table 2 (oracle): {CONVENTION}; "
+                  f"'holds' rows: the issue's orderings (1 = holds)")
     return 0
