@@ -4,6 +4,7 @@ codes (networks frozen); the user-library path through the Method API."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from backend.methods.retrieval_deformation.autodecode import (
 from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
 from backend.methods.retrieval_deformation.data import builtin_targets
 from backend.methods.retrieval_deformation.library import builtin_library
+from tests.conftest import assert_close
 from backend.methods.retrieval_deformation.method import RetrievalDeformation
 
 
@@ -237,3 +239,22 @@ def test_ordering_checks_hand_computed():
                    ("Ours <= 0.9 x best baseline", "points"): 0.0,  # 1.09 > 0.9 x 1.2 (DAR+DF)
                    ("Ours w/ IDO < Ours", "points"): 1.0,
                    ("Ours < DF, Uniform", "points oracle"): 0.0}
+
+
+def test_export_fp16_halves_the_weights_and_keeps_the_predictions(tiny_checkpoint, tmp_path):
+    from backend.methods.retrieval_deformation.checkpoint import export_fp16
+    from backend.methods.retrieval_deformation.inference import retrieve_and_deform
+
+    out = export_fp16(tiny_checkpoint, tmp_path / "fp16")
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert {v.dtype for part in state.values() for v in part.values() if v.is_floating_point()} \
+        == {torch.float16}
+    assert (out / "model.pt").stat().st_size < 0.6 * (Path(tiny_checkpoint) / "model.pt").stat().st_size
+    (m32, _), (m16, doc) = load_checkpoint(tiny_checkpoint), load_checkpoint(out)
+    assert doc["storage"] == "fp16"
+    pts = torch.from_numpy(builtin_targets("chair", "test", 2, n_points=256).points)
+    r32, r16 = retrieve_and_deform(m32, pts, pts, 2), retrieve_and_deform(m16, pts, pts, 2)
+    assert torch.equal(r32.sources, r16.sources)
+    assert_close(r16.fit, r32.fit, rtol=2e-2, atol=1e-4)
+    with pytest.raises(ValueError, match="exists"):
+        export_fp16(tiny_checkpoint, out)

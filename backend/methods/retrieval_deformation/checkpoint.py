@@ -76,3 +76,28 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[JointMo
     model.deformation.load_state_dict(state["deformation"])
     model.retrieval.load_state_dict(state["retrieval"])
     return model.to(device).eval(), doc
+
+
+def export_fp16(source: str | Path, destination: str | Path) -> Path:
+    """Copy a checkpoint directory with its floating-point weights stored in fp16.
+
+    ``load_checkpoint`` reads them back into the fp32 modules, so only storage changes
+    (about half the size of ``model.pt``). config.json records ``"storage": "fp16"``.
+    """
+    import shutil
+
+    src, dst = Path(source), Path(destination)
+    if not (src / "config.json").is_file():
+        raise ValueError(f"{src} is not a retrieval_deformation checkpoint (no config.json)")
+    if dst.exists():
+        raise ValueError(f"{dst} exists; export into a new directory")
+    dst.mkdir(parents=True)
+    shutil.copytree(src / "library", dst / "library")
+    state = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
+    half = {name: {k: v.half() if v.is_floating_point() else v for k, v in part.items()}
+            for name, part in state.items()}
+    torch.save(half, dst / "model.pt")
+    doc = json.loads((src / "config.json").read_text())
+    doc["storage"] = "fp16"
+    (dst / "config.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return dst
