@@ -23,8 +23,8 @@ from backend.methods.retrieval_deformation.autodecode import (
 from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
 from backend.methods.retrieval_deformation.data import builtin_targets
 from backend.methods.retrieval_deformation.library import builtin_library
-from tests.conftest import assert_close
 from backend.methods.retrieval_deformation.method import RetrievalDeformation
+from tests.conftest import assert_close
 
 
 def _run(module, argv: list[str]) -> int:
