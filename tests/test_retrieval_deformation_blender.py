@@ -186,6 +186,34 @@ def test_retrieve_and_deform_user_library_end_to_end(addon, backend_server, user
     assert len(coll.objects) == 4
 
 
+def test_retrieve_and_deform_from_an_image_file(addon, backend_server, user_library, tmp_path):
+    """Image target: a PNG file loaded as an image datablock, named as the input; the
+    candidates come back with their part children, the image is left as it was, and the
+    untrained image model (no image checkpoint for a user library) is reported."""
+    from PIL import Image
+
+    rgb = np.full((96, 80, 3), 255, np.uint8)
+    rgb[20:70, 25:55] = (120, 80, 40)  # a brown seat-and-back block on white
+    rgb[70:90, 27:31] = rgb[70:90, 49:53] = (60, 40, 20)  # two legs
+    path = tmp_path / "chair_photo.png"
+    Image.fromarray(rgb).save(path)
+    image = bpy.data.images.load(str(path))
+    before = np.array(image.pixels[:], np.float32)
+    assert bpy.ops.shapebridge.connect(address=backend_server.address) == {"FINISHED"}
+    params = {"library": str(user_library), "top_k": 2, "ido": True}
+    assert bpy.ops.shapebridge.run_method(
+        method="retrieval_deformation", wait="BLOCK", params_json=json.dumps(params),
+        inputs_json=json.dumps({"image": image.name})) == {"FINISHED"}
+    roots = result_roots()
+    assert len(roots) == 2 and [r["shapebridge_rank"] for r in roots] == [1, 2]
+    assert {r["shapebridge_source_name"] for r in roots} <= {"chair_0", "chair_1", "chair_2"}
+    for root in roots:
+        assert sorted(c["shapebridge_part"] for c in root.children) == sorted(LABELS)
+        assert "shapebridge_fit_chamfer_l2sq" not in root  # no 3D target: no fit, no IDO
+    assert np.array_equal(np.array(image.pixels[:], np.float32), before)
+    assert "untrained" in SESSION.last_error
+
+
 def test_keep_without_candidates_reports_error(addon):
     with pytest.raises(RuntimeError, match="no result candidates"):
         bpy.ops.shapebridge.keep_candidate()
