@@ -105,6 +105,13 @@ def test_match_shape_scrubbable_result(connected):
         assert fc.driver.is_valid and fc.driver.is_simple_expression
         assert fc.driver.variables[0].targets[0].id == result
     assert result["shapebridge_t"] == 1.0
+    # the sidebar's Trajectory panel shows the slider for the active result only
+    from blender_addon.ui.panels import SHAPEBRIDGE_PT_trajectory
+
+    bpy.context.view_layer.objects.active = result
+    assert SHAPEBRIDGE_PT_trajectory.poll(bpy.context)
+    bpy.context.view_layer.objects.active = source
+    assert not SHAPEBRIDGE_PT_trajectory.poll(bpy.context)
     for t, want in [(0.0, keys[0]), (0.5, keys[2]), (1.0, keys[4]),
                     (0.6, 0.6 * keys[2] + 0.4 * keys[3])]:  # between keys: linear blend
         set_slider(result, t)

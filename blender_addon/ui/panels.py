@@ -127,4 +127,26 @@ class SHAPEBRIDGE_PT_jobs(bpy.types.Panel):
         layout.operator("shapebridge.clear_jobs", icon="TRASH")
 
 
-CLASSES = (SHAPEBRIDGE_PT_backend, SHAPEBRIDGE_PT_jobs)
+class SHAPEBRIDGE_PT_trajectory(bpy.types.Panel):
+    """The 0-1 slider of a result with a trajectory (Match Shape): its shape keys follow
+    the active object's ``shapebridge_t`` custom property."""
+
+    bl_label = "Trajectory"
+    bl_idname = "SHAPEBRIDGE_PT_trajectory"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_order = 950
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and "shapebridge_t" in obj.keys()
+
+    def draw(self, context):
+        obj = context.active_object
+        self.layout.label(text=obj.name, icon="SHAPEKEY_DATA")
+        self.layout.prop(obj, '["shapebridge_t"]', text="t (source → target)", slider=True)
+
+
+CLASSES = (SHAPEBRIDGE_PT_backend, SHAPEBRIDGE_PT_jobs, SHAPEBRIDGE_PT_trajectory)
