@@ -415,3 +415,25 @@ def test_evaluate_cli_on_a_tiny_checkpoint(tmp_path):
     assert (tmp_path / "fm_layers.png").is_file()
     assert evaluate.run(parser.parse_args(["--checkpoint-dir", str(tmp_path / "none")])) == 2
     assert evaluate.run(parser.parse_args(["--categories", "sofa"])) == 2
+
+
+def test_decoder_init_options():
+    """IM-Net init (paper preset): N(0, 0.02) everywhere; the CPU preset's He init with a
+    10x position gain on the first layer's x, y, z columns; bad names are refused."""
+    from backend.methods.feature_matching.model import PRESETS, ImplicitDecoder, ModelConfig
+
+    torch.manual_seed(0)
+    paper = ImplicitDecoder(ModelConfig(widths=(512, 512), code_dim=256))
+    assert abs(float(paper.linears[1].weight.std()) - 0.02) < 2e-3
+    cpu = ImplicitDecoder(PRESETS["cpu"])
+    he = (2.0 / (1 + 0.02**2) / 256) ** 0.5
+    assert abs(float(cpu.linears[1].weight.std()) - he) < 0.1 * he
+    w0 = cpu.linears[0].weight
+    he0 = (2.0 / (1 + 0.02**2) / w0.shape[1]) ** 0.5
+    assert abs(float(w0[:, 3:].std()) - he0) < 0.1 * he0
+    assert abs(float(w0[:, :3].std()) - 10 * he0) < 1.0 * he0
+    assert abs(float(cpu.linears[-1].weight.std()) - 0.02) < 0.01  # output layer: IM-Net's
+    with pytest.raises(ValueError, match="init"):
+        ModelConfig(init="xavier")
+    with pytest.raises(ValueError, match="code_activation"):
+        ModelConfig(code_activation="tanh")
