@@ -201,6 +201,14 @@ def test_baselines_train_and_evaluate_tiny(tmp_path):
     assert checks == {("Ours <= 0.9 x best baseline", "points"), ("Ours w/ IDO < Ours", "points"),
                       ("Ours < DF, Uniform", "points oracle"),
                       ("Ours w/ IDO < Ours", "points oracle")}
+    # --append: a new row joins, a re-evaluated row replaces its old one, both commands kept
+    assert _run(evaluate, ["--targets", "3", "--device", "cpu", "--json", str(out), "--append",
+                           "--variant", f"Ours={ours}", "--variant", f"Uniform={ours}"]) == 0
+    doc = json.loads(out.read_text())
+    again = [row for row in doc["rows"] if row["metric"] != "holds"]
+    assert [r["variant"] for r in again] == [r["variant"] for r in rows if r["variant"] != "Ours"
+                                             or r["condition"] != "points"] + ["Ours", "Uniform"]
+    assert doc["command"].count(" ;; ") == 1
     with pytest.raises(ValueError, match="nodeform"):
         evaluate.parse_variant(f"X={ours}:nodeform:ido")
 

@@ -63,11 +63,13 @@ def write_results(
     rows: list[dict],
     json_path: str | None,
     title: str,
+    command: str | None = None,
 ) -> str:
     """Print ``rows`` as a markdown table and, with ``json_path``, write the results files.
 
     Writes ``json_path`` (name, kind, commit, device, created, command, rows) and the same
-    path with a ``.md`` suffix (title, the command, the table). Returns the table text.
+    path with a ``.md`` suffix (title, the command, the table); ``command`` defaults to
+    this process's command line. Returns the table text.
     Raises ValueError on an unknown kind, a row without metric/value, or unknown keys.
     """
     if kind not in ("eval", "bench"):
@@ -81,7 +83,7 @@ def write_results(
     table = markdown_table(rows)
     print(f"{title}\n\n{table}")
     if json_path is not None:
-        command = " ".join(sys.argv)
+        command = command or " ".join(sys.argv)
         doc = {
             "name": name,
             "kind": kind,

@@ -23,6 +23,7 @@ shapes, x 1e2 as the paper's tables; 95 % bootstrap CIs over targets.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,6 +167,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="oracle rows with :ido: IDO refines this many best network fits")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write the results files here")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in --json (a row of the same variant, "
+                        "category and condition is replaced) and record both commands")
+
+
+def _previous(path: str | None) -> tuple[list[dict], list[str]]:
+    """Rows (without the 'holds' checks) and commands of an existing results file."""
+    import json
+    from pathlib import Path
+
+    if path is None or not Path(path).is_file():
+        return [], []
+    doc = json.loads(Path(path).read_text())
+    rows = [r for r in doc.get("rows", []) if r.get("metric") != "holds"]
+    return rows, [c for c in str(doc.get("command", "")).split(" ;; ") if c]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,9 +204,15 @@ def run(args: argparse.Namespace) -> int:
                      "ci_high": ci.high, "n": len(values)})
         print(f"{v.name} ({rows[-1]['category']}, {rows[-1]['condition']}): {ci.value:.4g} "
               f"[{ci.low:.4g}, {ci.high:.4g}]", flush=True)
+    commands = [" ".join(sys.argv)]
+    if args.append:
+        old_rows, old_commands = _previous(args.json)
+        key = {(r["variant"], r["category"], r["condition"]) for r in rows}
+        rows = [r for r in old_rows if (r["variant"], r["category"], r["condition"]) not in key] + rows
+        commands = old_commands + commands
     rows += ordering_checks(rows)
     print(f"metric: {CONVENTION}")
     write_results("retrieval_deformation", "eval", rows, args.json,
                   f"Retrieval and deformation, Table 1 and Table 2 (oracle): {CONVENTION}; "
-                  f"'holds' rows: the issue's orderings (1 = holds)")
+                  f"'holds' rows: the issue's orderings (1 = holds)", " ;; ".join(commands))
     return 0
