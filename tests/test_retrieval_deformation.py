@@ -284,8 +284,8 @@ def test_infer_untrained_on_tiny_inputs_through_method_api():
     rng = np.random.default_rng(0)
     v = (rng.random((30, 3)) - 0.5).astype(np.float32)
     f = rng.integers(0, 30, (40, 3)).astype(np.int32)
-    # no checkpoint ships for tables: the seeded untrained path, with its warning
-    params = {"library": "builtin:table", "untrained_sources": 4, "top_k": 3, "n_points": 64,
+    # no checkpoint ships for airplanes: the seeded untrained path, with its warning
+    params = {"library": "builtin:airplane", "untrained_sources": 4, "top_k": 3, "n_points": 64,
               "ido_max_iters": 10}
     inputs = {"mesh.vertices": v, "mesh.faces": f}
     result = method.infer(inputs, method.validate(inputs, params), JobContext("m"))

@@ -20,8 +20,9 @@ class RetrievalDeformationConfig:
     top_k: int = param(5, "Candidates returned, best first", min=1, max=50)
     ido: bool = param(True, "Inner deformation optimisation after the network's prediction "
                       "(point and mesh targets only)")
-    ido_max_iters: int = param(100, "IDO: most SGD iterations (interactive default; the "
-                               "paper's evaluation runs up to 2000)", min=1, max=10000, ui=False)
+    ido_max_iters: int = param(2000, "IDO: most SGD iterations (each candidate stops earlier "
+                               "once its chamfer changes by less than ido_tol)", min=1,
+                               max=10000, ui=False)
     ido_lr: float = param(0.5, "IDO: SGD learning rate", min=1e-6, max=100.0, ui=False)
     ido_tol: float = param(1e-5, "IDO: stop when the chamfer changes by less", min=0.0, max=1.0, ui=False)
     n_points: int = param(2048, "Points sampled on the target", min=16, max=100000, ui=False)
