@@ -85,7 +85,8 @@ def train_r(df_checkpoint: str, out: str, steps: int, device: str = "cpu",
     """The R baseline over DF's library (so R, R+DF and DF share sources and targets).
 
     Embeddings: MDS (256-d, the model's embedding size) of the library's chamfer matrix on
-    its stored samples; the retrieval encoder (fresh, seeded) is regressed onto them (L2)
+    its stored samples, scaled to unit RMS per dimension; the retrieval encoder (fresh,
+    seeded) is regressed onto them (mean squared error)
     from the sources' points (point models) or renders (image models), ``steps`` SGD steps
     with DF's batch size and optimiser settings.
     """
@@ -96,6 +97,10 @@ def train_r(df_checkpoint: str, out: str, steps: int, device: str = "cpu",
     start = time.perf_counter()
     pts = torch.from_numpy(lib.points).to(device)
     coords = classical_mds(chamfer_matrix(pts), model.config.embedding_dim).to(device)
+    # One global scale so each dimension has RMS ~1 (retrieval by nearest neighbour does not
+    # change): raw MDS coordinates are ~0.1 long while a fresh encoder outputs ~10, and the
+    # L2 regression at the training learning rate diverges (NaN within 200 steps).
+    coords = coords * (model.config.embedding_dim ** 0.5 / coords.norm(dim=1).mean().clamp_min(1e-12))
     r = model.retrieval
     r.encoder = make_encoder(model.config, model.config.embedding_dim).to(device)
     with torch.no_grad():
@@ -114,7 +119,7 @@ def train_r(df_checkpoint: str, out: str, steps: int, device: str = "cpu",
     for step in range(steps):
         index = rng.choice(len(lib), batch, replace=False)
         pred = r.encoder(_inputs(model, sources, index, rng, device))
-        loss = (pred - coords[torch.from_numpy(index).to(device)]).square().sum(-1).mean()
+        loss = (pred - coords[torch.from_numpy(index).to(device)]).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
