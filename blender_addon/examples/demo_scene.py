@@ -142,6 +142,7 @@ def frame_camera(bpy, cam, objects) -> None:
 def render(bpy, path: Path, visible: list) -> str:
     """Render the visible objects with Workbench (colour attributes shown) to a PNG."""
     scene = bpy.context.scene
+    before = {obj.name: obj.hide_render for obj in scene.objects}
     for obj in scene.objects:
         obj.hide_render = obj.type in ("MESH", "EMPTY") and obj not in visible
     frame_camera(bpy, scene.camera, [o for o in visible if o.type == "MESH"] or visible)
@@ -151,8 +152,8 @@ def render(bpy, path: Path, visible: list) -> str:
     scene.render.resolution_percentage = 100
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
-    for obj in scene.objects:
-        obj.hide_render = False
+    for obj in scene.objects:  # restore: hidden candidates stay out of later renders
+        obj.hide_render = before.get(obj.name, False)
     return path.name
 
 
