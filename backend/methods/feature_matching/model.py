@@ -48,7 +48,8 @@ class ModelConfig:
     negative_slope: float = 0.02
     """Slope of the LeakyReLU for negative inputs (IM-Net: 0.02)."""
     code_activation: str = "sigmoid"
-    """Last op of the voxel encoder: "sigmoid" (IM-Net: codes in (0, 1)) or "none"."""
+    """Last op of the voxel encoder: "sigmoid" (IM-Net: codes in (0, 1), every preset) or
+    "none" (tried in the session-2 probes: no faster start)."""
     xyz_gain: float = 1.0
     """Factor on the initial weights of the first layer's x, y, z inputs. Coordinates
     span [-0.5, 0.5] (variance 1/12 each) while the code has k entries in (0, 1), so with
@@ -57,8 +58,9 @@ class ModelConfig:
     init: str = "imnet"
     """Decoder initialisation: "imnet" (N(0, 0.02) weights, zero biases: IM-NET-pytorch) or
     "kaiming" (He-normal hidden layers for the LeakyReLU, N(0, 0.02) output layer). At
-    width 256 IM-Net's init scales activations by ~0.3 per layer, and the first ~1000
-    steps learn almost nothing: the CPU preset uses "kaiming" (measured in the README)."""
+    width 256 IM-Net's init scales activations by ~0.3 per layer. He init alone did not
+    leave the empty-shape loss in the probes; with ``xyz_gain`` 10 it does (README,
+    "Session 2"), so the CPU preset uses both."""
 
     def __post_init__(self) -> None:
         if self.code_dim < 1 or self.encoder_channels < 1:
