@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from backend.bench.results import write_results
 from backend.methods.retrieval_deformation.inference import retrieve_and_deform
+from backend.methods.retrieval_deformation.method import ZOO
 from backend.methods.retrieval_deformation.model import RetrievalModule
-
-ZOO = Path(__file__).resolve().parents[2] / "zoo" / "retrieval_deformation"
 
 
 def _median_seconds(fn, repeats: int) -> float:
