@@ -21,7 +21,6 @@ import torch
 
 from backend.core.metrics import chamfer_distance
 from backend.methods.retrieval_deformation.checkpoint import (
-    JointModel,
     load_checkpoint,
     save_checkpoint,
 )
@@ -32,6 +31,7 @@ from backend.methods.retrieval_deformation.joint import (
     soft_retrieval,
 )
 from backend.methods.retrieval_deformation.model import make_encoder
+from backend.methods.retrieval_deformation.train import _inputs
 
 #: sigmoid(WEIGHT_LOGIT) ~ 1: R's retrieval distance becomes the plain Euclidean one.
 WEIGHT_LOGIT = 30.0
@@ -65,14 +65,6 @@ def classical_mds(squared: torch.Tensor, dim: int) -> torch.Tensor:
     if coords.shape[1] < dim:
         coords = torch.cat([coords, torch.zeros(s, dim - coords.shape[1], dtype=coords.dtype)], 1)
     return coords.float()
-
-
-def _inputs(model: JointModel, targets: Targets, index: np.ndarray, rng: np.random.Generator,
-            device) -> torch.Tensor:
-    if model.config.target == "points":
-        return torch.from_numpy(targets.points[index]).to(device)
-    views = rng.integers(0, targets.images.shape[1], len(index))
-    return torch.from_numpy(targets.images[index, views]).to(device).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _sgd(params, train) -> torch.optim.Optimizer:
