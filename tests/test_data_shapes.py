@@ -288,6 +288,18 @@ def test_keypoints_on_surface_and_masks_follow_topology(category):
             assert has["tail_v_top"] == (a["tail"] != "twin") != has["tail_v_top_left"]
 
 
+def test_rear_engines_clear_a_far_back_swept_wing():
+    # this training seed used to put the nacelles' fronts inside a wing swept back past them
+    shape = generate_shape("airplane", 337684439646788785)
+    assert shape.attributes["engines"] == "rear" and shape.attributes["sweep_deg"] > 30
+    names = KEYPOINT_NAMES["airplane"]
+    fronts = shape.keypoints[[names.index("engine_front_left"),
+                              names.index("engine_front_right")]]
+    wing_z = [p.transform[2, 3] for p in shape.parts if p.label == "wing"]
+    assert np.all(fronts[:, 2] < min(wing_z))
+    assert np.all(np.abs(shape.sdf(fronts.astype(np.float64))) <= 1e-4)
+
+
 # --------------------------------------------------------------------------- samples
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_samples_exact_and_on_outer_surface(category):

@@ -14,6 +14,17 @@ from backend.data.shapes import Shape, ShapeBuilder, rot_x, rot_y, rot_z
 _Y_TO_Z = rot_x(math.pi / 2)  # local +Y (a cylinder's axis) -> world +Z
 
 
+def _wing_min_z(root, rot, span, half_t, chord, x_lo, x_hi) -> float:
+    """Lowest z of the right wing box over the spanwise slab x_lo <= x <= x_hi (the left
+    wing mirrors it); +inf if the slab misses the wing."""
+    a = np.linspace(0.0, span, 201)
+    local = np.stack(np.meshgrid(a, (-half_t, half_t), (-chord / 2, chord / 2),
+                                 indexing="ij"), -1).reshape(-1, 3)
+    world = root + local @ rot.T
+    inside = (world[:, 0] >= x_lo - span / 200) & (world[:, 0] <= x_hi + span / 200)
+    return float(world[inside, 2].min()) if inside.any() else math.inf
+
+
 def build_airplane(rng: np.random.Generator, seed: int) -> Shape:
     """Draw one airplane from ``rng``; see docs/data.md for variants and keypoints."""
     b = ShapeBuilder("airplane")
@@ -77,7 +88,14 @@ def build_airplane(rng: np.random.Generator, seed: int) -> Shape:
     elif engines == "rear":
         z_e = -length / 2 + length * u(0.2, 0.3)
         y_e = r_f * u(0.0, 0.4)
-        x_e = radius_at(z_e) + n_r * u(1.3, 1.8)
+        stand_off = n_r * u(1.3, 1.8)
+        x_e = radius_at(z_e) + stand_off
+        # a far-back, swept wing can reach the nacelles: keep their front behind it (the
+        # fuselage only narrows backwards, so the slab checked still covers them)
+        z_clear = _wing_min_z(root, wing_rot[1], span, w_half_t, chord, x_e - n_r, x_e + n_r)
+        if z_e + n_len / 2 > z_clear - 0.01 * length:
+            z_e = z_clear - 0.01 * length - n_len / 2
+            x_e = radius_at(z_e) + stand_off
         for sx, side in ((-1, "left"), (1, "right")):
             centre = np.array([sx * x_e, y_e, z_e])
             b.cylinder("engine", centre, n_r, n_len / 2, _Y_TO_Z)
