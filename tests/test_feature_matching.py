@@ -417,6 +417,44 @@ def test_evaluate_cli_on_a_tiny_checkpoint(tmp_path):
     assert evaluate.run(parser.parse_args(["--categories", "sofa"])) == 2
 
 
+def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys):
+    import json
+
+    from backend.methods.feature_matching import evaluate
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "chair.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    base = ["--checkpoint-dir", str(tmp_path), "--pairs", "2", "--points", "96", "--steps", "2",
+            "--fit-iterations", "2", "--fig6-pairs", "1"]
+    cache = tmp_path / "pairs.jsonl"
+    assert evaluate.run(parser.parse_args(base + ["--shard", "0/2"])) == 2  # needs --cache
+    assert evaluate.run(parser.parse_args(base + ["--cache", str(cache), "--shard", "2/2"])) == 2
+    for i in (0, 1):
+        args = base + ["--cache", str(cache), "--shard", f"{i}/2", "--json", str(tmp_path / "x.json")]
+        assert evaluate.run(parser.parse_args(args)) == 0
+    assert not (tmp_path / "x.json").exists()  # shards write no tables
+    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
+    # 2 random + 2 armchair pairs, 6 layers x 1 Figure 6 pair; each computed exactly once
+    assert len(keys) == 2 + 2 + 6 and len(set(keys)) == len(keys)
+    with open(cache, "a") as fh:
+        fh.write('{"fingerprint": "cut sho')  # a shard killed mid-write
+    capsys.readouterr()
+    assert evaluate.run(parser.parse_args(base + ["--cache", str(cache), "--json",
+                                                  str(tmp_path / "cached.json")])) == 0
+    assert "pair " not in capsys.readouterr().out  # nothing recomputed
+    assert evaluate.run(parser.parse_args(base + ["--json", str(tmp_path / "fresh.json")])) == 0
+    cached = json.loads((tmp_path / "cached.json").read_text())["rows"]
+    fresh = json.loads((tmp_path / "fresh.json").read_text())["rows"]
+    assert cached == fresh and any(r["n"] == 2 for r in cached)
+    # other settings do not reuse these pairs
+    capsys.readouterr()
+    assert evaluate.run(parser.parse_args(base[:-1] + ["0", "--cache", str(cache),
+                                                       "--fit-iterations", "3"])) == 0
+    assert "pair 1/2" in capsys.readouterr().out
+
+
 def test_decoder_init_options():
     """IM-Net init (paper preset): N(0, 0.02) everywhere; the CPU preset's He init with a
     10x position gain on the first layer's x, y, z columns; bad names are refused."""

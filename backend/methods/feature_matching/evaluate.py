@@ -19,13 +19,22 @@ Protocol (built-in data, test split, canonical unit-cube frame):
   (nearest neighbour); the error is the distance to the target's keypoint.
 - **Figure 6**: chamfer distance of the matched source samples to the source and to the
   target when matching the features of one layer l = 1..6, as a PNG line plot.
+
+A pair costs about a minute on one CPU core (matching ~8k vertices, three cross-fits), so
+``--cache FILE`` keeps each pair's metrics as a JSON line (keyed by the pair and a
+fingerprint of the checkpoint and settings): an interrupted run resumes where it stopped,
+and ``--shard I/N`` processes fill the cache in parallel (pair k goes to shard k mod N)
+before one plain run with the same cache writes the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +61,7 @@ from backend.methods.feature_matching.train import DEFAULT_ZOO
 
 __all__ = [
     "EvalConfig",
+    "PairCache",
     "PairData",
     "deformation_metrics",
     "evaluate_pairs",
@@ -210,70 +220,152 @@ def select_pairs(
     return [(shapes[candidates[k][0]], shapes[candidates[k][1]]) for k in order]
 
 
+class PairCache:
+    """Per-pair results on disk, one JSON line per pair: resumable, shardable evaluations.
+
+    path: the JSON-lines file (None: keep nothing). Lines whose fingerprint differs from the
+    one given per lookup (another checkpoint or settings) are ignored, never overwritten.
+    Appends are single short writes, so shard processes may share one file.
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._data: dict[tuple[str, str], dict[str, float]] = {}
+        if self.path is not None and self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._data[(entry["fingerprint"], entry["key"])] = entry["values"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a killed process: recompute that pair
+
+    def get(self, fingerprint: str, key: str) -> dict[str, float] | None:
+        """Cached values of ``key`` under ``fingerprint``, or None."""
+        return self._data.get((fingerprint, key))
+
+    def put(self, fingerprint: str, key: str, values: dict[str, float]) -> None:
+        """Keep ``values`` in memory and append them to the file."""
+        self._data[(fingerprint, key)] = values
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            line = json.dumps({"fingerprint": fingerprint, "key": key, "values": values})
+            with open(self.path, "a") as fh:
+                fh.write(line + "\n")
+
+
+def fingerprint(checkpoint: str | Path | None, config: EvalConfig) -> str:
+    """Short hash of a checkpoint file's bytes and every setting that changes a pair's metrics."""
+    h = hashlib.sha256()
+    if checkpoint is not None:
+        h.update(Path(checkpoint).read_bytes())
+    h.update(json.dumps(asdict(config), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _in_shard(index: int, shard: tuple[int, int]) -> bool:
+    return index % shard[1] == shard[0]
+
+
 def evaluate_pairs(
     model: ImplicitModel,
     pairs: list[tuple[Shape, Shape]],
     config: EvalConfig,
     device: str,
     progress: Callable[[str], None] | None = None,
+    cache: PairCache | None = None,
+    cache_scope: str = "",
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, list[float]]:
     """Per-pair metrics: {"<variant>/<metric>": one value per pair}.
 
     Variants: "ours", each baseline of ``config.baselines``, "source" (undeformed); the
     keypoint rows "ours/keypoint error" and "nearest neighbour/keypoint error" hold the
     mean over the keypoints present on both shapes (pairs sharing none are skipped).
+    cache, cache_scope: `PairCache` and the fingerprint its entries are kept under (include
+        the checkpoint, see `fingerprint`); pairs found there are not recomputed.
+    shard: (i, n): compute only pairs k with k mod n = i (others come from the cache or
+        are left out).
     """
-    field_ = decoder_field(model.decoder, config.layers, config.layer_weights)
     out: dict[str, list[float]] = {}
+    for k, (a, b) in enumerate(pairs):
+        key = f"{a.category}|{k}|{a.seed}|{b.seed}"
+        values = cache.get(cache_scope, key) if cache is not None else None
+        if values is None and _in_shard(k, shard):
+            start = time.perf_counter()
+            values = _evaluate_pair(model, a, b, k, config, device)
+            if cache is not None:
+                cache.put(cache_scope, key, values)
+            if progress:
+                progress(f"pair {k + 1}/{len(pairs)} ({time.perf_counter() - start:.0f} s)")
+        for name, value in (values or {}).items():
+            out.setdefault(name, []).append(float(value))
+    return out
+
+
+def _evaluate_pair(
+    model: ImplicitModel, a: Shape, b: Shape, k: int, config: EvalConfig, device: str
+) -> dict[str, float]:
+    """All Table 1 / Table 2 values of pair k: {"<variant>/<metric>": value}."""
+    field_ = decoder_field(model.decoder, config.layers, config.layer_weights)
+    out: dict[str, float] = {}
 
     def add(variant: str, values: dict[str, float]) -> None:
         for metric, value in values.items():
-            out.setdefault(f"{variant}/{metric}", []).append(float(value))
+            out[f"{variant}/{metric}"] = float(value)
 
-    for k, (a, b) in enumerate(pairs):
-        pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
-        za, zb = _codes(model, pair, device)
-        moved = match_points(field_, pair.vertices.to(device), za, zb, config.match).points
-        add("ours", deformation_metrics(pair, moved, config.part_emd_points, k))
-        add("source", deformation_metrics(pair, pair.vertices, config.part_emd_points, k))
-        for name, fit in config.baselines.items():
-            fitted = cross_fit(pair.vertices.to(device), pair.faces.to(device),
-                               pair.face_index.to(device), pair.bary.to(device),
-                               pair.target_points.to(device), fit)
-            add(name, deformation_metrics(pair, fitted, config.part_emd_points, k))
-        both = a.keypoint_mask & b.keypoint_mask
-        if both.any():
-            mesh_b = b.mesh()
-            kp = torch.from_numpy(a.keypoints[both]).float().to(device)
-            kp_moved = match_points(field_, kp, za, zb, config.match).points.cpu().double().numpy()
-            ours, _ = nearest_surface_points(kp_moved, mesh_b.vertices, mesh_b.faces)
-            nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
-            gt = b.keypoints[both].astype(np.float64)
-            add("ours", {"keypoint error": np.linalg.norm(ours - gt, axis=1).mean()})
-            add("nearest neighbour", {"keypoint error": np.linalg.norm(nn - gt, axis=1).mean()})
-        if progress:
-            progress(f"pair {k + 1}/{len(pairs)}")
+    pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
+    za, zb = _codes(model, pair, device)
+    moved = match_points(field_, pair.vertices.to(device), za, zb, config.match).points
+    add("ours", deformation_metrics(pair, moved, config.part_emd_points, k))
+    add("source", deformation_metrics(pair, pair.vertices, config.part_emd_points, k))
+    for name, fit in config.baselines.items():
+        fitted = cross_fit(pair.vertices.to(device), pair.faces.to(device),
+                           pair.face_index.to(device), pair.bary.to(device),
+                           pair.target_points.to(device), fit)
+        add(name, deformation_metrics(pair, fitted, config.part_emd_points, k))
+    both = a.keypoint_mask & b.keypoint_mask
+    if both.any():
+        mesh_b = b.mesh()
+        kp = torch.from_numpy(a.keypoints[both]).float().to(device)
+        kp_moved = match_points(field_, kp, za, zb, config.match).points.cpu().double().numpy()
+        ours, _ = nearest_surface_points(kp_moved, mesh_b.vertices, mesh_b.faces)
+        nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
+        gt = b.keypoints[both].astype(np.float64)
+        add("ours", {"keypoint error": np.linalg.norm(ours - gt, axis=1).mean()})
+        add("nearest neighbour", {"keypoint error": np.linalg.norm(nn - gt, axis=1).mean()})
     return out
 
 
 def layer_sweep(
-    model: ImplicitModel, pairs: list[tuple[Shape, Shape]], config: EvalConfig, device: str
+    model: ImplicitModel, pairs: list[tuple[Shape, Shape]], config: EvalConfig, device: str,
+    cache: PairCache | None = None, cache_scope: str = "", shard: tuple[int, int] = (0, 1),
 ) -> dict[int, tuple[list[float], list[float]]]:
     """Figure 6: per matched layer l (alone), CD of the matched source samples to the
     source's and to the target's samples. Returns {l: (CD to source per pair, CD to target
-    per pair)}."""
+    per pair)}. cache, cache_scope, shard: as in `evaluate_pairs` (job index: layer x pair)."""
     out: dict[int, tuple[list[float], list[float]]] = {}
-    for layer in range(1, model.decoder.num_feature_layers + 1):
+    layers = range(1, model.decoder.num_feature_layers + 1)
+    for li, layer in enumerate(layers):
         field_ = decoder_field(model.decoder, (layer,), (1.0,))
         to_src, to_tgt = [], []
         for k, (a, b) in enumerate(pairs):
-            pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
-            za, zb = _codes(model, pair, device)
-            x = pair.source_points
-            moved = match_points(field_, x.to(device), za, zb, config.match).points.cpu()
-            to_src.append(float(chamfer_distance(moved[None], x[None]).chamfer_mean[0]))
-            to_tgt.append(float(chamfer_distance(moved[None], pair.target_points[None])
-                                .chamfer_mean[0]))
+            key = f"{a.category}|fig6|{layer}|{k}|{a.seed}|{b.seed}"
+            values = cache.get(cache_scope, key) if cache is not None else None
+            if values is None and _in_shard(li * len(pairs) + k, shard):
+                pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
+                za, zb = _codes(model, pair, device)
+                x = pair.source_points
+                moved = match_points(field_, x.to(device), za, zb, config.match).points.cpu()
+                values = {
+                    "source": float(chamfer_distance(moved[None], x[None]).chamfer_mean[0]),
+                    "target": float(chamfer_distance(moved[None], pair.target_points[None])
+                                    .chamfer_mean[0]),
+                }
+                if cache is not None:
+                    cache.put(cache_scope, key, values)
+            if values is not None:
+                to_src.append(values["source"])
+                to_tgt.append(values["target"])
         out[layer] = (to_src, to_tgt)
     return out
 
@@ -359,6 +451,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", default=None, help="results path (writes .json and .md)")
+    parser.add_argument("--cache", default=None,
+                        help="JSON-lines file of per-pair results: a rerun resumes from it")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="compute only pairs k with k mod N = I into --cache and write no "
+                             "tables; then one run without --shard writes them")
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return (0, 1)
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        return None
+    return (i, n) if 0 <= i < n else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -368,33 +475,48 @@ def run(args: argparse.Namespace) -> int:
     if not categories or unknown:
         print(f"--categories must name categories of {', '.join(CATEGORIES)}, got {args.categories!r}")
         return 2
-    models = {}
-    for c in categories:
-        try:
-            models[c], _ = load_checkpoint(Path(args.checkpoint_dir) / f"{c}.pt", args.device)
-        except FileNotFoundError as err:
-            print(err)
-            return 2
+    shard = _parse_shard(args.shard)
+    if shard is None or (args.shard is not None and args.cache is None):
+        print(f"--shard must be I/N with 0 <= I < N and needs --cache, got {args.shard!r}")
+        return 2
+    sharded = args.shard is not None
     config = EvalConfig(pairs=args.pairs, points=args.points, max_edge=args.max_edge,
                         match=MatchConfig(steps=args.steps), seed=args.seed)
     for fit in config.baselines.values():
         fit.iterations = args.fit_iterations
-    rows: list[dict] = []
-    log = print
+    models, scopes = {}, {}
     for c in categories:
-        pairs = select_pairs(c, args.pairs, args.seed)
-        rows += _rows(evaluate_pairs(models[c], pairs, config, args.device, log), c,
-                      "random test pairs", args.seed)
+        path = Path(args.checkpoint_dir) / f"{c}.pt"
+        try:
+            models[c], _ = load_checkpoint(path, args.device)
+        except FileNotFoundError as err:
+            print(err)
+            return 2
+        scopes[c] = fingerprint(path, config)
+    cache = PairCache(args.cache) if args.cache else None
+    rows: list[dict] = []
+
+    def evaluate(c: str, pairs: list[tuple[Shape, Shape]], condition: str) -> None:
+        def log(message: str) -> None:
+            print(f"{c}, {condition}: {message}", flush=True)
+
+        values = evaluate_pairs(models[c], pairs, config, args.device, log, cache,
+                                f"{scopes[c]}|{condition}", shard)
+        rows.extend(_rows(values, c, condition, args.seed))
+
+    for c in categories:
+        evaluate(c, select_pairs(c, args.pairs, args.seed), "random test pairs")
         if c == "chair":
             arm = select_pairs(c, args.pairs, args.seed,
                                lambda a, b: a.attributes["arms"] and not b.attributes["arms"])
             if arm:
-                rows += _rows(evaluate_pairs(models[c], arm, config, args.device, log), c,
-                              "armchair->no-arm", args.seed)
+                evaluate(c, arm, "armchair->no-arm")
     if args.fig6_pairs > 0:
         c = categories[0]
         sweep = layer_sweep(models[c], select_pairs(c, args.fig6_pairs, args.seed + 1), config,
-                            args.device)
+                            args.device, cache, f"{scopes[c]}|Figure 6", shard)
+        if sharded:
+            sweep = {}
         for layer, (to_src, to_tgt) in sweep.items():
             for target, vals in (("source", to_src), ("target", to_tgt)):
                 ci = bootstrap_ci(1e3 * np.asarray(vals), seed=args.seed)
@@ -404,9 +526,13 @@ def run(args: argparse.Namespace) -> int:
                              "n": len(vals)})
         plot = args.plot or (str(Path(args.json).with_name(Path(args.json).stem + "_layers.png"))
                              if args.json else None)
-        if plot:
+        if plot and sweep:
             plot_layer_sweep(sweep, plot, f"Figure 6 ({c}): matched layer vs chamfer")
             print(f"wrote {plot}")
+    if sharded:
+        print(f"shard {args.shard} done; its pairs are in {args.cache}. Run again without "
+              "--shard (same --cache) to write the tables.")
+        return 0
     write_results("feature_matching", "eval", rows, args.json,
                   "Implicit feature matching (paper 001): Table 1, Table 2, Figure 6 on built-in data")
     return 0
