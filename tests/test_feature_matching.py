@@ -453,6 +453,16 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
     assert evaluate.run(parser.parse_args(base[:-1] + ["0", "--cache", str(cache),
                                                        "--fit-iterations", "3"])) == 0
     assert "pair 1/2" in capsys.readouterr().out
+    # --cached-only writes what the cache holds and computes nothing
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(cache.read_text().splitlines()[0] + "\n")
+    capsys.readouterr()
+    assert evaluate.run(parser.parse_args(base + ["--cache", str(partial), "--cached-only",
+                                                  "--json", str(tmp_path / "p.json")])) == 0
+    assert "pair " not in capsys.readouterr().out
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    assert rows and all(r["n"] == 1 for r in rows)
+    assert evaluate.run(parser.parse_args(base + ["--cached-only"])) == 2
 
 
 def test_decoder_init_options():

@@ -263,7 +263,8 @@ def fingerprint(checkpoint: str | Path | None, config: EvalConfig) -> str:
 
 
 def _in_shard(index: int, shard: tuple[int, int]) -> bool:
-    return index % shard[1] == shard[0]
+    """Whether job ``index`` is computed by shard (i, n); n = 0 computes none."""
+    return shard[1] > 0 and index % shard[1] == shard[0]
 
 
 def evaluate_pairs(
@@ -456,6 +457,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="compute only pairs k with k mod N = I into --cache and write no "
                              "tables; then one run without --shard writes them")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="compute nothing: write the tables from the pairs in --cache "
+                             "(each row's n says how many)")
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -480,6 +484,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"--shard must be I/N with 0 <= I < N and needs --cache, got {args.shard!r}")
         return 2
     sharded = args.shard is not None
+    if args.cached_only:
+        if args.cache is None or sharded:
+            print("--cached-only needs --cache and no --shard")
+            return 2
+        shard = (0, 0)
     config = EvalConfig(pairs=args.pairs, points=args.points, max_edge=args.max_edge,
                         match=MatchConfig(steps=args.steps), seed=args.seed)
     for fit in config.baselines.values():
@@ -515,8 +524,7 @@ def run(args: argparse.Namespace) -> int:
         c = categories[0]
         sweep = layer_sweep(models[c], select_pairs(c, args.fig6_pairs, args.seed + 1), config,
                             args.device, cache, f"{scopes[c]}|Figure 6", shard)
-        if sharded:
-            sweep = {}
+        sweep = {} if sharded else {k: v for k, v in sweep.items() if v[0]}
         for layer, (to_src, to_tgt) in sweep.items():
             for target, vals in (("source", to_src), ("target", to_tgt)):
                 ci = bootstrap_ci(1e3 * np.asarray(vals), seed=args.seed)
