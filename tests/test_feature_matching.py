@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from backend.data.shapes import generate_shape
 from backend.methods.base import JobContext
@@ -26,7 +27,7 @@ from backend.methods.feature_matching.matching import (
     match_points,
     nearest_surface_points,
 )
-from backend.methods.feature_matching.method import FeatureMatching, library_target
+from backend.methods.feature_matching.method import FeatureMatching, library_target, part_colors
 from backend.methods.feature_matching.model import (
     PRESETS,
     ImplicitDecoder,
@@ -393,6 +394,35 @@ def test_method_library_target():
         library_target("sofa:1", "chair")
     with pytest.raises(ValueError, match="target_shape must be"):
         library_target("chair", "chair")
+
+
+def test_method_user_library_target(tmp_path):
+    from backend.methods.retrieval_deformation.library import folder_library
+
+    seat = trimesh.creation.box((0.8, 0.1, 0.8))
+    seat.apply_translation((0.0, 0.45, 0.0))
+    leg = trimesh.creation.box((0.1, 0.9, 0.1))
+    obj = ["g seat", *(f"v {x} {y} {z}" for x, y, z in seat.vertices),
+           *(f"f {a + 1} {b + 1} {c + 1}" for a, b, c in seat.faces), "g leg",
+           *(f"v {x} {y} {z}" for x, y, z in leg.vertices),
+           *(f"f {a + 9} {b + 9} {c + 9}" for a, b, c in leg.faces)]
+    (tmp_path / "meshes").mkdir()
+    (tmp_path / "meshes" / "stool.obj").write_text("\n".join(obj) + "\n")
+    lib_dir = tmp_path / "lib:v1"  # a ':' in the folder name still parses
+    folder_library(tmp_path / "meshes", n_points=64).save(lib_dir)
+    v, f, parts = library_target(f"{lib_dir}:stool", "chair")
+    assert v.shape == (16, 3) and f.shape == (24, 3) and sorted(np.unique(parts)) == [0, 1]
+    with pytest.raises(ValueError, match="no shape named 'table'.*stool"):
+        library_target(f"{lib_dir}:table", "chair")
+    with pytest.raises(ValueError, match="library folder"):
+        library_target(f"{tmp_path}:stool", "chair")  # not an indexed library
+
+    inputs = {k: val for k, val in chair_inputs(False).items() if k.startswith("source.")}
+    cfg = FeatureMatching.validate(inputs, {"steps": 2, "shape_keys": 2, "input_frame": "canonical",
+                                            "target_shape": f"{lib_dir}:stool"})
+    out = FeatureMatching().infer(inputs, cfg, JobContext("t", report=lambda *a: None)).outputs[0]
+    colours = np.unique(out.arrays["colors"], axis=0)
+    assert 1 <= len(colours) <= 2 and np.all(np.isin(colours[:, :3], part_colors(np.arange(2))[:, :3]))
 
 
 def test_evaluate_cli_on_a_tiny_checkpoint(tmp_path):

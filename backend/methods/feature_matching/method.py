@@ -34,25 +34,48 @@ _PALETTE = np.array(
 
 
 def library_target(spec: str, category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A built-in shape as the target: spec "<category>:<seed>" or "" (first test shape of
-    ``category``). Returns vertices (V, 3) float64 canonical frame, faces (F, 3) int64 and
-    face_parts (F,) int64 semantic part labels."""
+    """A library shape as the target.
+
+    spec: "<category>:<seed>" (a built-in shape), "" (the first test shape of ``category``)
+    or "<folder>:<name>" (source ``name`` of a library indexed by ``shapebridge library
+    index``; the folder may itself contain ':').
+    Returns vertices (V, 3) float64 canonical frame, faces (F, 3) int64 and face_parts (F,)
+    int64 part labels (the semantic parts, or the user library's part indices).
+    """
     from backend.data.shapes import generate_shape
     from backend.methods.feature_matching.data import category_seeds
 
-    if not spec.strip():
+    spec = spec.strip()
+    if not spec:
         cat, seed = category, category_seeds(category, "test", 1)[0]
     else:
-        cat, _, seed_text = spec.strip().partition(":")
-        if cat not in CATEGORIES or not seed_text.strip().lstrip("-").isdigit():
-            raise ValueError(f"target_shape must be '<category>:<seed>' with a category of "
-                             f"{', '.join(CATEGORIES)}, e.g. 'chair:12', got {spec!r}")
+        cat, _, seed_text = spec.partition(":")
+        if cat not in CATEGORIES or not seed_text.strip().isdigit():
+            folder, _, name = spec.rpartition(":")
+            if folder and (Path(folder).expanduser() / "manifest.json").is_file():
+                return _user_library_shape(Path(folder).expanduser(), name.strip())
+            raise ValueError(
+                f"target_shape must be '<category>:<seed>' with a category of "
+                f"{', '.join(CATEGORIES)} (e.g. 'chair:12') or '<library folder>:<shape name>' "
+                f"for a library built by 'shapebridge library index', got {spec!r}"
+            )
         seed = int(seed_text)
     shape = generate_shape(cat, seed)
     mesh = shape.mesh()
     labels = shape.part_label_ids()[mesh.face_parts]
     return (np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64),
             np.asarray(labels, np.int64))
+
+
+def _user_library_shape(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from backend.methods.retrieval_deformation.library import SourceLibrary
+
+    library = SourceLibrary.load(folder)
+    if name not in library.names:
+        shown = ", ".join(library.names[:8]) + (", ..." if len(library) > 8 else "")
+        raise ValueError(f"library {folder} has no shape named {name!r}; it has {shown}")
+    v, f, parts = library.mesh(library.names.index(name))
+    return np.asarray(v, np.float64), np.asarray(f, np.int64), np.asarray(parts, np.int64)
 
 
 def part_colors(labels: np.ndarray) -> np.ndarray:
@@ -76,8 +99,9 @@ class FeatureMatchingConfig:
     autodecode_steps: int = param(300, "Adam steps of auto-decoding", min=0, max=10000, ui=False)
     input_frame: str = param("blender", "Frame of the input vertices (Blender object-local, or canonical)",
                              choices=("blender", "canonical"), ui=False)
-    target_shape: str = param("", "Built-in target used when no target mesh is selected: "
-                              "'<category>:<seed>' (empty: the first test shape of the category)")
+    target_shape: str = param("", "Library target used when no target mesh is selected: "
+                              "'<category>:<seed>' (built-in), '<library folder>:<shape name>' "
+                              "(shapebridge library index), empty: the category's first test shape")
     seed: int = param(0, "Seed of the random network used when no checkpoint exists", ui=False)
 
 
@@ -94,7 +118,7 @@ class FeatureMatching(Method):
     inputs = (
         InputSpec("source", "mesh", "the mesh to deform (active object)"),
         InputSpec("target", "mesh", "the shape to match (optional face_parts colour the result); "
-                  "without it, the built-in shape of target_shape", optional=True),
+                  "without it, the library shape of target_shape", optional=True),
     )
     output_kinds = ("mesh",)
 
