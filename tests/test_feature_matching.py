@@ -456,7 +456,7 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
     save_checkpoint(tmp_path / "chair.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
-    base = ["--checkpoint-dir", str(tmp_path), "--pairs", "2", "--points", "96", "--steps", "2",
+    base = ["--checkpoint-dir", str(tmp_path), "--pairs", "2", "--points", "96", "--steps", "2", "--max-edge", "0.5",
             "--fit-iterations", "2", "--fig6-pairs", "1"]
     cache = tmp_path / "pairs.jsonl"
     assert evaluate.run(parser.parse_args(base + ["--shard", "0/2"])) == 2  # needs --cache
