@@ -33,6 +33,7 @@ from backend.methods.feature_matching.model import (
     ImplicitDecoder,
     ImplicitModel,
     auto_decode,
+    export_fp16,
     load_checkpoint,
     save_checkpoint,
     soft_clip,
@@ -312,6 +313,16 @@ def test_two_step_training_and_checkpoint_round_trip(tmp_path):
     assert meta["category"] == "chair"
     with pytest.raises(FileNotFoundError, match="shapebridge train feature_matching"):
         load_checkpoint(tmp_path / "missing.pt")
+    # fp16 storage: about half the bytes, read back into fp32, outputs within fp16 rounding
+    half = export_fp16(path, tmp_path / "chair_fp16.pt")
+    small, meta16 = load_checkpoint(half)
+    assert meta16["storage"] == "fp16" and "storage" not in meta
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    assert all(p.dtype == torch.float32 for p in small.parameters())
+    assert_close(small(vox, x), model(vox, x).detach(), 2e-3)
+    assert not torch.equal(small(vox, x), model(vox, x).detach())
+    with pytest.raises(ValueError, match="another file"):
+        export_fp16(path, path)
 
 
 def test_train_cli_writes_checkpoint_and_card(tmp_path):

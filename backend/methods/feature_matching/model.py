@@ -29,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "VoxelEncoder",
     "auto_decode",
+    "export_fp16",
     "load_checkpoint",
     "save_checkpoint",
     "soft_clip",
@@ -289,6 +290,24 @@ def save_checkpoint(path: str | Path, model: ImplicitModel, meta: dict[str, Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"config": model.config.to_dict(), "state_dict": state, "meta": meta}, path)
+
+
+def export_fp16(source: str | Path, destination: str | Path) -> Path:
+    """Copy a checkpoint with its floating-point weights stored in fp16.
+
+    `load_checkpoint` reads them back into the fp32 model, so only storage changes (half
+    the size); the meta records ``"storage": "fp16"``.
+    """
+    src, dst = Path(source), Path(destination)
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"export into another file than {src}")
+    blob = torch.load(src, map_location="cpu", weights_only=True)
+    blob["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                          for k, v in blob["state_dict"].items()}
+    blob["meta"] = {**blob["meta"], "storage": "fp16"}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(blob, dst)
+    return dst
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ImplicitModel, dict[str, Any]]:
