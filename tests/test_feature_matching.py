@@ -486,6 +486,14 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
                                                   str(tmp_path / "cached.json")])) == 0
     assert "pair " not in capsys.readouterr().out  # nothing recomputed
     assert evaluate.run(parser.parse_args(base + ["--json", str(tmp_path / "fresh.json")])) == 0
+    capsys.readouterr()
+    assert evaluate.run(parser.parse_args(base + ["--cache", str(cache), "--armchair-pairs", "1",
+                                                  "--json", str(tmp_path / "arm1.json")])) == 0
+    assert "pair " not in capsys.readouterr().out  # the first armchair pair is cached too
+    arm1 = json.loads((tmp_path / "arm1.json").read_text())["rows"]
+    assert {r["n"] for r in arm1 if r["condition"] == "armchair->no-arm"} == {1}
+    assert {r["n"] for r in arm1 if r["condition"] == "random test pairs"} == {2}
+    assert evaluate.run(parser.parse_args(base + ["--armchair-pairs", "-1"])) == 2
     cached = json.loads((tmp_path / "cached.json").read_text())["rows"]
     fresh = json.loads((tmp_path / "fresh.json").read_text())["rows"]
     assert cached == fresh and any(r["n"] == 2 for r in cached)

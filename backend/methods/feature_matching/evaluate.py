@@ -440,6 +440,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", default=str(DEFAULT_ZOO),
                         help="folder of <category>.pt checkpoints")
     parser.add_argument("--pairs", type=int, default=d.pairs, help="random test pairs (paper: 100)")
+    parser.add_argument("--armchair-pairs", type=int, default=None,
+                        help="chairs: the first N of the --pairs armchair -> no-arm pairs "
+                             "(default: all --pairs of them; the paper gives no count)")
     parser.add_argument("--points", type=int, default=d.points, help="surface samples per shape")
     parser.add_argument("--max-edge", type=float, default=d.max_edge)
     parser.add_argument("--steps", type=int, default=d.match.steps)
@@ -484,6 +487,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"--shard must be I/N with 0 <= I < N and needs --cache, got {args.shard!r}")
         return 2
     sharded = args.shard is not None
+    if args.armchair_pairs is not None and args.armchair_pairs < 0:
+        print(f"--armchair-pairs must be >= 0, got {args.armchair_pairs}")
+        return 2
     if args.cached_only:
         if args.cache is None or sharded:
             print("--cached-only needs --cache and no --shard")
@@ -518,6 +524,7 @@ def run(args: argparse.Namespace) -> int:
         if c == "chair":
             arm = select_pairs(c, args.pairs, args.seed,
                                lambda a, b: a.attributes["arms"] and not b.attributes["arms"])
+            arm = arm[: args.armchair_pairs] if args.armchair_pairs is not None else arm
             if arm:
                 evaluate(c, arm, "armchair->no-arm")
     if args.fig6_pairs > 0:
