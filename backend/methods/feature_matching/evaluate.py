@@ -517,7 +517,8 @@ def run(args: argparse.Namespace) -> int:
 
         values = evaluate_pairs(models[c], pairs, config, args.device, log, cache,
                                 f"{scopes[c]}|{condition}", shard)
-        rows.extend(_rows(values, c, condition, args.seed))
+        if not sharded:  # a shard only fills the cache
+            rows.extend(_rows(values, c, condition, args.seed))
 
     for c in categories:
         evaluate(c, select_pairs(c, args.pairs, args.seed), "random test pairs")
