@@ -476,9 +476,12 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
         args = base + ["--cache", str(cache), "--shard", f"{i}/2", "--json", str(tmp_path / "x.json")]
         assert evaluate.run(parser.parse_args(args)) == 0
     assert not (tmp_path / "x.json").exists()  # shards write no tables
-    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
-    # 2 random + 2 armchair pairs, 6 layers x 1 Figure 6 pair; each computed exactly once
-    assert len(keys) == 2 + 2 + 6 and len(set(keys)) == len(keys)
+    entries = [json.loads(line) for line in cache.read_text().splitlines()]
+    keys = [(e["fingerprint"], e["key"]) for e in entries]
+    # 2 random + 2 armchair pairs (network rows and baseline rows apart), 6 layers x 1
+    # Figure 6 pair; each computed exactly once
+    assert len(keys) == 2 * (2 + 2) + 6 and len(set(keys)) == len(keys)
+    assert sum(e["fingerprint"].endswith("|baselines") for e in entries) == 2 + 2
     with open(cache, "a") as fh:
         fh.write('{"fingerprint": "cut sho')  # a shard killed mid-write
     capsys.readouterr()
@@ -497,6 +500,20 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
     cached = json.loads((tmp_path / "cached.json").read_text())["rows"]
     fresh = json.loads((tmp_path / "fresh.json").read_text())["rows"]
     assert cached == fresh and any(r["n"] == 2 for r in cached)
+    # a retrained checkpoint recomputes only its own rows: the baselines come from the cache
+    torch.manual_seed(1)
+    (tmp_path / "v2").mkdir()
+    save_checkpoint(tmp_path / "v2" / "chair.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    before = len(cache.read_text().splitlines())
+    assert evaluate.run(parser.parse_args(base[:-1] + ["0", "--cache", str(cache), "--checkpoint-dir",
+                                                       str(tmp_path / "v2"), "--json", str(tmp_path / "v2.json")])) == 0
+    added = [json.loads(line) for line in cache.read_text().splitlines()[before:]]
+    assert len(added) == 2 + 2 and not any(e["fingerprint"].endswith("|baselines") for e in added)
+    assert all(all(n.startswith("ours/") for n in e["values"]) for e in added)
+    v2 = json.loads((tmp_path / "v2.json").read_text())["rows"]
+    assert [r for r in v2 if r["variant"] != "ours"] == [r for r in cached if r["variant"] != "ours"
+                                                       and r["condition"] != "Figure 6"]
+    assert [r for r in v2 if r["variant"] == "ours"] != [r for r in cached if r["variant"] == "ours"]
     # other settings do not reuse these pairs
     capsys.readouterr()
     assert evaluate.run(parser.parse_args(base[:-1] + ["0", "--cache", str(cache),
@@ -504,7 +521,7 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
     assert "pair 1/2" in capsys.readouterr().out
     # --cached-only writes what the cache holds and computes nothing
     partial = tmp_path / "partial.jsonl"
-    partial.write_text(cache.read_text().splitlines()[0] + "\n")
+    partial.write_text("\n".join(cache.read_text().splitlines()[:2]) + "\n")  # pair 0: both halves
     capsys.readouterr()
     assert evaluate.run(parser.parse_args(base + ["--cache", str(partial), "--cached-only",
                                                   "--json", str(tmp_path / "p.json")])) == 0
@@ -534,3 +551,24 @@ def test_decoder_init_options():
         ModelConfig(init="xavier")
     with pytest.raises(ValueError, match="code_activation"):
         ModelConfig(code_activation="tanh")
+
+
+def test_pair_cache_written_before_the_baseline_split_is_reused_whole(tmp_path):
+    """Caches that keep every row under the checkpoint's fingerprint (sessions before the
+    split) still answer both halves: nothing is recomputed, the values are the same."""
+    from backend.methods.feature_matching import evaluate
+    from backend.methods.feature_matching.baselines import CrossFitConfig
+
+    torch.manual_seed(0)
+    model = ImplicitModel(PRESETS["tiny"]).eval()
+    config = evaluate.EvalConfig(points=64, max_edge=0.5, match=MatchConfig(steps=2),
+                                 baselines={"cross-fit": CrossFitConfig("none", iterations=2)})
+    pairs = evaluate.select_pairs("chair", 1, 0)
+    old = evaluate.PairCache(tmp_path / "old.jsonl")
+    first = evaluate.evaluate_pairs(model, pairs, config, "cpu", cache=old, cache_scope="m")
+    assert len(old.path.read_text().splitlines()) == 1  # one entry holding every row
+    logged: list[str] = []
+    again = evaluate.evaluate_pairs(model, pairs, config, "cpu", logged.append,
+                                    evaluate.PairCache(old.path), "m", baseline_scope="b")
+    assert not logged and again == first
+    assert set(first) >= {"ours/CD", "source/CD", "cross-fit/part CD"}

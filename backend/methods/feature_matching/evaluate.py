@@ -20,11 +20,14 @@ Protocol (built-in data, test split, canonical unit-cube frame):
 - **Figure 6**: chamfer distance of the matched source samples to the source and to the
   target when matching the features of one layer l = 1..6, as a PNG line plot.
 
-A pair costs about a minute on one CPU core (matching ~8k vertices, three cross-fits), so
+A pair costs one to four minutes on one CPU core (matching 8k-30k vertices, three cross-fits), so
 ``--cache FILE`` keeps each pair's metrics as a JSON line (keyed by the pair and a
 fingerprint of the checkpoint and settings): an interrupted run resumes where it stopped,
 and ``--shard I/N`` processes fill the cache in parallel (pair k goes to shard k mod N)
-before one plain run with the same cache writes the tables.
+before one plain run with the same cache writes the tables. The rows that do not use the
+network (source, cross-fits, nearest neighbour; a third to a half of a pair's time) are keyed by
+the settings alone, so evaluating a retrained checkpoint with the same cache recomputes
+only "ours".
 """
 
 from __future__ import annotations
@@ -248,9 +251,14 @@ class PairCache:
         self._data[(fingerprint, key)] = values
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            line = json.dumps({"fingerprint": fingerprint, "key": key, "values": values})
-            with open(self.path, "a") as fh:
-                fh.write(line + "\n")
+            line = json.dumps({"fingerprint": fingerprint, "key": key, "values": values}) + "\n"
+            with open(self.path, "a+b") as fh:  # appends go to the end whatever the position
+                end = fh.seek(0, 2)
+                if end:
+                    fh.seek(end - 1)
+                    if fh.read(1) != b"\n":
+                        line = "\n" + line  # end a line cut short by a killed process first
+                fh.write(line.encode())
 
 
 def fingerprint(checkpoint: str | Path | None, config: EvalConfig) -> str:
@@ -267,6 +275,11 @@ def _in_shard(index: int, shard: tuple[int, int]) -> bool:
     return shard[1] > 0 and index % shard[1] == shard[0]
 
 
+def _is_model_row(name: str) -> bool:
+    """Whether a "<variant>/<metric>" value depends on the network (the "ours" rows)."""
+    return name.startswith("ours/")
+
+
 def evaluate_pairs(
     model: ImplicitModel,
     pairs: list[tuple[Shape, Shape]],
@@ -276,6 +289,7 @@ def evaluate_pairs(
     cache: PairCache | None = None,
     cache_scope: str = "",
     shard: tuple[int, int] = (0, 1),
+    baseline_scope: str | None = None,
 ) -> dict[str, list[float]]:
     """Per-pair metrics: {"<variant>/<metric>": one value per pair}.
 
@@ -286,27 +300,51 @@ def evaluate_pairs(
         the checkpoint, see `fingerprint`); pairs found there are not recomputed.
     shard: (i, n): compute only pairs k with k mod n = i (others come from the cache or
         are left out).
+    baseline_scope: fingerprint of the rows that do not depend on the network (source,
+        cross-fits, nearest neighbour; `fingerprint(None, config)`), kept apart so that a
+        new checkpoint reuses them. None: every row is kept under ``cache_scope``. Entries
+        written that way are read either way.
     """
     out: dict[str, list[float]] = {}
     for k, (a, b) in enumerate(pairs):
         key = f"{a.category}|{k}|{a.seed}|{b.seed}"
-        values = cache.get(cache_scope, key) if cache is not None else None
-        if values is None and _in_shard(k, shard):
+        mine = cache.get(cache_scope, key) if cache is not None else None
+        base = cache.get(baseline_scope, key) if cache is not None and baseline_scope else None
+        if mine is not None:
+            base = base or {n: v for n, v in mine.items() if not _is_model_row(n)} or None
+            mine = {n: v for n, v in mine.items() if _is_model_row(n)}
+        if (mine is None or base is None) and _in_shard(k, shard):
             start = time.perf_counter()
-            values = _evaluate_pair(model, a, b, k, config, device)
-            if cache is not None:
-                cache.put(cache_scope, key, values)
+            new = _evaluate_pair(model, a, b, k, config, device,
+                                 network=mine is None, baselines=base is None)
+            new_mine = {n: v for n, v in new.items() if _is_model_row(n)}
+            new_base = {n: v for n, v in new.items() if not _is_model_row(n)}
+            if cache is not None and baseline_scope:
+                if mine is None:
+                    cache.put(cache_scope, key, new_mine)
+                if base is None:
+                    cache.put(baseline_scope, key, new_base)
+            elif cache is not None:
+                cache.put(cache_scope, key, {**(mine or new_mine), **(base or new_base)})
+            mine, base = mine if mine is not None else new_mine, base or new_base
             if progress:
                 progress(f"pair {k + 1}/{len(pairs)} ({time.perf_counter() - start:.0f} s)")
-        for name, value in (values or {}).items():
+        if mine is None or base is None:
+            continue
+        for name, value in {**mine, **base}.items():
             out.setdefault(name, []).append(float(value))
     return out
 
 
 def _evaluate_pair(
-    model: ImplicitModel, a: Shape, b: Shape, k: int, config: EvalConfig, device: str
+    model: ImplicitModel, a: Shape, b: Shape, k: int, config: EvalConfig, device: str,
+    network: bool = True, baselines: bool = True,
 ) -> dict[str, float]:
-    """All Table 1 / Table 2 values of pair k: {"<variant>/<metric>": value}."""
+    """Table 1 / Table 2 values of pair k: {"<variant>/<metric>": value}.
+
+    network: the "ours" rows; baselines: the rows that do not use the network (source,
+    cross-fits, nearest-neighbour keypoints).
+    """
     field_ = decoder_field(model.decoder, config.layers, config.layer_weights)
     out: dict[str, float] = {}
 
@@ -315,25 +353,29 @@ def _evaluate_pair(
             out[f"{variant}/{metric}"] = float(value)
 
     pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
-    za, zb = _codes(model, pair, device)
-    moved = match_points(field_, pair.vertices.to(device), za, zb, config.match).points
-    add("ours", deformation_metrics(pair, moved, config.part_emd_points, k))
-    add("source", deformation_metrics(pair, pair.vertices, config.part_emd_points, k))
-    for name, fit in config.baselines.items():
-        fitted = cross_fit(pair.vertices.to(device), pair.faces.to(device),
-                           pair.face_index.to(device), pair.bary.to(device),
-                           pair.target_points.to(device), fit)
-        add(name, deformation_metrics(pair, fitted, config.part_emd_points, k))
+    if network:
+        za, zb = _codes(model, pair, device)
+        moved = match_points(field_, pair.vertices.to(device), za, zb, config.match).points
+        add("ours", deformation_metrics(pair, moved, config.part_emd_points, k))
+    if baselines:
+        add("source", deformation_metrics(pair, pair.vertices, config.part_emd_points, k))
+        for name, fit in config.baselines.items():
+            fitted = cross_fit(pair.vertices.to(device), pair.faces.to(device),
+                               pair.face_index.to(device), pair.bary.to(device),
+                               pair.target_points.to(device), fit)
+            add(name, deformation_metrics(pair, fitted, config.part_emd_points, k))
     both = a.keypoint_mask & b.keypoint_mask
     if both.any():
         mesh_b = b.mesh()
-        kp = torch.from_numpy(a.keypoints[both]).float().to(device)
-        kp_moved = match_points(field_, kp, za, zb, config.match).points.cpu().double().numpy()
-        ours, _ = nearest_surface_points(kp_moved, mesh_b.vertices, mesh_b.faces)
-        nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
         gt = b.keypoints[both].astype(np.float64)
-        add("ours", {"keypoint error": np.linalg.norm(ours - gt, axis=1).mean()})
-        add("nearest neighbour", {"keypoint error": np.linalg.norm(nn - gt, axis=1).mean()})
+        if network:
+            kp = torch.from_numpy(a.keypoints[both]).float().to(device)
+            kp_moved = match_points(field_, kp, za, zb, config.match).points.cpu().double().numpy()
+            ours, _ = nearest_surface_points(kp_moved, mesh_b.vertices, mesh_b.faces)
+            add("ours", {"keypoint error": np.linalg.norm(ours - gt, axis=1).mean()})
+        if baselines:
+            nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
+            add("nearest neighbour", {"keypoint error": np.linalg.norm(nn - gt, axis=1).mean()})
     return out
 
 
@@ -509,6 +551,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         scopes[c] = fingerprint(path, config)
     cache = PairCache(args.cache) if args.cache else None
+    baseline_fingerprint = fingerprint(None, config)  # rows without the network: any checkpoint
     rows: list[dict] = []
 
     def evaluate(c: str, pairs: list[tuple[Shape, Shape]], condition: str) -> None:
@@ -516,7 +559,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{c}, {condition}: {message}", flush=True)
 
         values = evaluate_pairs(models[c], pairs, config, args.device, log, cache,
-                                f"{scopes[c]}|{condition}", shard)
+                                f"{scopes[c]}|{condition}", shard,
+                                f"{baseline_fingerprint}|{condition}|baselines")
         if not sharded:  # a shard only fills the cache
             rows.extend(_rows(values, c, condition, args.seed))
 
