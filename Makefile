@@ -47,7 +47,7 @@ bench: install
 	$(VENV)/bin/shapebridge bench transport --json benchmarks/results/bench_transport.json
 
 lint: install
-	$(VENV)/bin/ruff check backend blender_addon tests
+	$(VENV)/bin/ruff check backend blender_addon tests benchmarks
 
 clean:
 	rm -rf $(VENV) dist build out .pytest_cache

@@ -572,3 +572,26 @@ def test_pair_cache_written_before_the_baseline_split_is_reused_whole(tmp_path):
                                     evaluate.PairCache(old.path), "m", baseline_scope="b")
     assert not logged and again == first
     assert set(first) >= {"ours/CD", "source/CD", "cross-fit/part CD"}
+
+
+def test_checkpoint_gate_compares_two_checkpoints_on_the_same_pairs(tmp_path):
+    """benchmarks/fm_gate.py: one row per checkpoint, the same checkpoint twice gives the
+    same figures, a different one different part CD; the pair wins add up."""
+    import importlib.util
+    from pathlib import Path
+
+    from backend.methods.feature_matching import evaluate
+
+    spec = importlib.util.spec_from_file_location(
+        "fm_gate", Path(__file__).resolve().parents[1] / "benchmarks" / "fm_gate.py")
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    for seed, name in ((0, "a.pt"), (1, "b.pt")):
+        torch.manual_seed(seed)
+        save_checkpoint(tmp_path / name, ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    config = evaluate.EvalConfig(points=96, max_edge=0.5, match=MatchConfig(steps=2))
+    paths = {"a": str(tmp_path / "a.pt"), "a again": str(tmp_path / "a.pt"), "b": str(tmp_path / "b.pt")}
+    out = gate.compare(paths, "chair", "armchair", 2, config)
+    assert out["a"]["part CD"] == out["a again"]["part CD"] != out["b"]["part CD"]
+    assert out["a"]["keypoint ratio"] == out["a again"]["keypoint ratio"] > 0
+    assert sum(row["wins"] for row in out.values()) == 2 and out["a"]["pairs"] == 2

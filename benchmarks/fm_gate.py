@@ -1,0 +1,104 @@
+"""Quick comparison of two feature-matching checkpoints before a full evaluation.
+
+``shapebridge eval feature_matching`` matches every vertex of the subdivided source mesh
+(8k-30k vertices, about a minute per pair per core for the network alone). This gate
+matches the 2048 source surface samples directly instead, about 5 s per pair and
+checkpoint, and reports the two measures the issue's claims rest on:
+
+- part CD (x1e-3) of the matched samples against the target's samples, per semantic part;
+- the keypoint error of ``--pairs`` pairs, exactly as the full evaluation computes it,
+  as a ratio to nearest neighbour.
+
+On the shipped chair checkpoint it gives the full evaluation's figures (part CD 1.82,
+ratio 0.71 on the 100 random pairs). Use it to decide whether a retrained checkpoint is
+worth the full evaluation:
+
+    python benchmarks/fm_gate.py backend/zoo/feature_matching/chair.pt runs/.../chair.pt \\
+        --condition random --pairs 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from backend.core.metrics import part_chamfer
+from backend.methods.feature_matching import evaluate as ev
+from backend.methods.feature_matching.matching import (
+    MatchConfig,
+    match_points,
+    nearest_surface_points,
+)
+from backend.methods.feature_matching.model import load_checkpoint
+
+
+def compare(
+    checkpoints: dict[str, str], category: str, condition: str, pairs: int,
+    config: ev.EvalConfig | None = None, progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """{name: {"part CD": mean x1e-3, "keypoint ratio": mean error / nearest neighbour's,
+    "wins": pairs where this checkpoint's part CD is the lowest}} over the same pairs."""
+    config = config or ev.EvalConfig()
+    models = {name: load_checkpoint(path, "cpu")[0] for name, path in checkpoints.items()}
+    only = (lambda a, b: a.attributes["arms"] and not b.attributes["arms"]) if condition == "armchair" else None
+    chosen = ev.select_pairs(category, config.pairs, config.seed, only)[:pairs]
+    part_cd = {name: [] for name in models}
+    keypoint = {name: [] for name in models}
+    nearest: list[float] = []
+    start = time.perf_counter()
+    for k, (a, b) in enumerate(chosen):
+        pair = ev.prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
+        both = a.keypoint_mask & b.keypoint_mask
+        mesh_b = b.mesh()
+        truth = b.keypoints[both].astype(np.float64)
+        if both.any():
+            nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
+            nearest.append(float(np.linalg.norm(nn - truth, axis=1).mean()))
+        for name, model in models.items():
+            field_ = ev.decoder_field(model.decoder, config.layers, config.layer_weights)
+            za, zb = ev._codes(model, pair, "cpu")
+            moved = match_points(field_, pair.source_points, za, zb, config.match).points
+            part_cd[name].append(float(part_chamfer(
+                moved[None], pair.labels[None], pair.target_points[None],
+                pair.target_labels[None]).chamfer_mean[0]))
+            if both.any():
+                kp = torch.from_numpy(a.keypoints[both]).float()
+                kp = match_points(field_, kp, za, zb, config.match).points.double().numpy()
+                snapped, _ = nearest_surface_points(kp, mesh_b.vertices, mesh_b.faces)
+                keypoint[name].append(float(np.linalg.norm(snapped - truth, axis=1).mean()))
+        if progress and (k + 1) % 10 == 0:
+            print(f"{k + 1}/{len(chosen)} pairs ({time.perf_counter() - start:.0f} s)", flush=True)
+    table = np.array([part_cd[name] for name in models])  # (checkpoints, pairs)
+    best = table.argmin(0)
+    return {name: {"part CD": 1e3 * float(np.mean(part_cd[name])),
+                   "keypoint ratio": float(np.mean(keypoint[name]) / np.mean(nearest))
+                   if nearest else float("nan"),
+                   "wins": int((best == i).sum()), "pairs": len(chosen)}
+            for i, name in enumerate(models)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", help="feature_matching checkpoints (.pt)")
+    parser.add_argument("--category", default="chair")
+    parser.add_argument("--condition", choices=("random", "armchair"), default="random")
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=50, help="latent interpolation steps")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    config = ev.EvalConfig(match=MatchConfig(steps=args.steps))
+    result = compare({path: path for path in args.checkpoints}, args.category, args.condition,
+                     args.pairs, config, progress=True)
+    print("| checkpoint | part CD (x1e-3) | keypoint / nearest neighbour | lowest part CD on |")
+    print("|---|---|---|---|")
+    for name, row in result.items():
+        print(f"| {name} | {row['part CD']:.3f} | {row['keypoint ratio']:.3f} | "
+              f"{row['wins']}/{row['pairs']} pairs |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
