@@ -20,7 +20,7 @@ Protocol (built-in data, test split, canonical unit-cube frame):
 - **Figure 6**: chamfer distance of the matched source samples to the source and to the
   target when matching the features of one layer l = 1..6, as a PNG line plot.
 
-A pair costs one to four minutes on one CPU core (matching 8k-30k vertices, three cross-fits), so
+A pair costs 1-3 minutes on one CPU core (matching 4k-35k vertices, three cross-fits), so
 ``--cache FILE`` keeps each pair's metrics as a JSON line (keyed by the pair and a
 fingerprint of the checkpoint and settings): an interrupted run resumes where it stopped,
 and ``--shard I/N`` processes fill the cache in parallel (pair k goes to shard k mod N)
