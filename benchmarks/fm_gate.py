@@ -1,7 +1,7 @@
 """Quick comparison of two feature-matching checkpoints before a full evaluation.
 
 ``shapebridge eval feature_matching`` matches every vertex of the subdivided source mesh
-(8k-30k vertices, about a minute per pair per core for the network alone). This gate
+(4k-35k vertices, up to two minutes per pair per core for the network alone). This gate
 matches the 2048 source surface samples directly instead, about 5 s per pair and
 checkpoint, and reports the two measures the issue's claims rest on:
 
@@ -27,11 +27,7 @@ import torch
 
 from backend.core.metrics import part_chamfer
 from backend.methods.feature_matching import evaluate as ev
-from backend.methods.feature_matching.matching import (
-    MatchConfig,
-    match_points,
-    nearest_surface_points,
-)
+from backend.methods.feature_matching.matching import MatchConfig, match_points
 from backend.methods.feature_matching.model import load_checkpoint
 
 
@@ -43,6 +39,8 @@ def compare(
     "wins": pairs where this checkpoint's part CD is the lowest}} over the same pairs."""
     config = config or ev.EvalConfig()
     models = {name: load_checkpoint(path, "cpu")[0] for name, path in checkpoints.items()}
+    fields = {name: ev.decoder_field(m.decoder, config.layers, config.layer_weights)
+              for name, m in models.items()}
     only = (lambda a, b: a.attributes["arms"] and not b.attributes["arms"]) if condition == "armchair" else None
     chosen = ev.select_pairs(category, config.pairs, config.seed, only)[:pairs]
     part_cd = {name: [] for name in models}
@@ -55,10 +53,9 @@ def compare(
         mesh_b = b.mesh()
         truth = b.keypoints[both].astype(np.float64)
         if both.any():
-            nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
-            nearest.append(float(np.linalg.norm(nn - truth, axis=1).mean()))
+            nearest.append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
         for name, model in models.items():
-            field_ = ev.decoder_field(model.decoder, config.layers, config.layer_weights)
+            field_ = fields[name]
             za, zb = ev._codes(model, pair, "cpu")
             moved = match_points(field_, pair.source_points, za, zb, config.match).points
             part_cd[name].append(float(part_chamfer(
@@ -67,8 +64,7 @@ def compare(
             if both.any():
                 kp = torch.from_numpy(a.keypoints[both]).float()
                 kp = match_points(field_, kp, za, zb, config.match).points.double().numpy()
-                snapped, _ = nearest_surface_points(kp, mesh_b.vertices, mesh_b.faces)
-                keypoint[name].append(float(np.linalg.norm(snapped - truth, axis=1).mean()))
+                keypoint[name].append(ev.keypoint_error(kp, mesh_b, truth))
         if progress and (k + 1) % 10 == 0:
             print(f"{k + 1}/{len(chosen)} pairs ({time.perf_counter() - start:.0f} s)", flush=True)
     table = np.array([part_cd[name] for name in models])  # (checkpoints, pairs)

@@ -46,7 +46,7 @@ import torch
 from backend.bench.results import write_results
 from backend.core.metrics import bootstrap_ci, chamfer_distance, emd, part_chamfer
 from backend.data.samples import sample_shape
-from backend.data.shapes import CATEGORIES, Shape, generate_shape
+from backend.data.shapes import CATEGORIES, Mesh, Shape, generate_shape
 from backend.methods.feature_matching.baselines import (
     CrossFitConfig,
     barycentric_points,
@@ -68,6 +68,7 @@ __all__ = [
     "PairData",
     "deformation_metrics",
     "evaluate_pairs",
+    "keypoint_error",
     "layer_sweep",
     "part_emd",
     "plot_layer_sweep",
@@ -275,9 +276,16 @@ def _in_shard(index: int, shard: tuple[int, int]) -> bool:
     return shard[1] > 0 and index % shard[1] == shard[0]
 
 
-def _is_model_row(name: str) -> bool:
-    """Whether a "<variant>/<metric>" value depends on the network (the "ours" rows)."""
-    return name.startswith("ours/")
+def _split_rows(values: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """({rows that depend on the network: "ours/..."}, {all other rows})."""
+    mine = {n: v for n, v in values.items() if n.startswith("ours/")}
+    return mine, {n: v for n, v in values.items() if n not in mine}
+
+
+def keypoint_error(points: np.ndarray, mesh: Mesh, truth: np.ndarray) -> float:
+    """Mean distance to ``truth`` (K, 3) of ``points`` (K, 3) snapped to ``mesh``'s surface."""
+    snapped, _ = nearest_surface_points(points, mesh.vertices, mesh.faces)
+    return float(np.linalg.norm(snapped - truth, axis=1).mean())
 
 
 def evaluate_pairs(
@@ -310,15 +318,13 @@ def evaluate_pairs(
         key = f"{a.category}|{k}|{a.seed}|{b.seed}"
         mine = cache.get(cache_scope, key) if cache is not None else None
         base = cache.get(baseline_scope, key) if cache is not None and baseline_scope else None
-        if mine is not None:
-            base = base or {n: v for n, v in mine.items() if not _is_model_row(n)} or None
-            mine = {n: v for n, v in mine.items() if _is_model_row(n)}
+        if mine is not None:  # entries written before the split hold every row
+            mine, old_base = _split_rows(mine)
+            base = base or old_base or None
         if (mine is None or base is None) and _in_shard(k, shard):
             start = time.perf_counter()
-            new = _evaluate_pair(model, a, b, k, config, device,
-                                 network=mine is None, baselines=base is None)
-            new_mine = {n: v for n, v in new.items() if _is_model_row(n)}
-            new_base = {n: v for n, v in new.items() if not _is_model_row(n)}
+            new_mine, new_base = _split_rows(_evaluate_pair(
+                model, a, b, k, config, device, network=mine is None, baselines=base is None))
             if cache is not None and baseline_scope:
                 if mine is None:
                     cache.put(cache_scope, key, new_mine)
@@ -371,11 +377,9 @@ def _evaluate_pair(
         if network:
             kp = torch.from_numpy(a.keypoints[both]).float().to(device)
             kp_moved = match_points(field_, kp, za, zb, config.match).points.cpu().double().numpy()
-            ours, _ = nearest_surface_points(kp_moved, mesh_b.vertices, mesh_b.faces)
-            add("ours", {"keypoint error": np.linalg.norm(ours - gt, axis=1).mean()})
+            add("ours", {"keypoint error": keypoint_error(kp_moved, mesh_b, gt)})
         if baselines:
-            nn, _ = nearest_surface_points(a.keypoints[both], mesh_b.vertices, mesh_b.faces)
-            add("nearest neighbour", {"keypoint error": np.linalg.norm(nn - gt, axis=1).mean()})
+            add("nearest neighbour", {"keypoint error": keypoint_error(a.keypoints[both], mesh_b, gt)})
     return out
 
 
