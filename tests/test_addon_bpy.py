@@ -8,6 +8,7 @@ the bpy module: the non-blocking path is exercised by calling the drain directly
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -369,6 +370,10 @@ def test_start_and_stop_local_backend(addon, tmp_path):
         assert not bpy.ops.shapebridge.start_local_backend.poll()
         assert bpy.ops.shapebridge.stop_local_backend() == {"FINISHED"}
         assert proc.poll() is not None and not SESSION.connected
+        log = SESSION.local_log
+        assert os.path.isfile(log), "the stopped backend's log stays readable"
+        SESSION.shutdown()
+        assert not os.path.exists(os.path.dirname(log)), "unregistering deletes the log folder"
     finally:
         SESSION.stop_local_backend()
     prefs.python = str(tmp_path / "no-such-python")

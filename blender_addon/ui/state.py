@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -320,6 +321,7 @@ class Session:
                 f"the backend Python '{python}' does not exist; set the Python of your "
                 "ShapeBridge environment in the add-on preferences"
             )
+        self._remove_local_log()  # the previous backend's log, kept until now for reading
         tmp = tempfile.mkdtemp(prefix="shapebridge-")
         ready = os.path.join(tmp, "ready.json")
         self.local_log = os.path.join(tmp, "backend.log")
@@ -345,6 +347,12 @@ class Session:
             time.sleep(0.05)
         self.stop_local_backend()
         raise ShapeBridgeError(f"the local backend did not start within {startup_timeout:g} s")
+
+    def _remove_local_log(self) -> None:
+        """Delete the temporary folder of the last local backend's log."""
+        if self.local_log:
+            shutil.rmtree(os.path.dirname(self.local_log), ignore_errors=True)
+            self.local_log = ""
 
     def local_log_tail(self, lines: int = 3) -> str:
         try:
@@ -373,9 +381,10 @@ class Session:
                 proc.wait()
 
     def shutdown(self) -> None:
-        """Unregister: close the client, stop the local backend, forget jobs."""
+        """Unregister: close the client, stop the local backend, delete its log, forget jobs."""
         self.disconnect()
         self.stop_local_backend()
+        self._remove_local_log()
         self.jobs.clear()
         while not self.queue.empty():
             self.queue.get_nowait()
