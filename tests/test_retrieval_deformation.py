@@ -279,6 +279,27 @@ def test_two_step_tiny_training_then_infer_from_checkpoint(tmp_path, target):
     assert len(result.outputs) == 2
 
 
+@pytest.mark.parametrize("target", ["points", "image"])
+def test_cpu_config_checkpoint_fits_the_zoo_limit_in_fp16(library, target):
+    """A --cpu-config checkpoint of 200 sources, stored in fp16, is <= 25 MB (the zoo's
+    limit): the weights of a 4-source model plus, per extra source, twice the mean growth
+    from 2 to 4 sources (codes, embeddings and sigmas scale with the library)."""
+    from backend.methods.retrieval_deformation.checkpoint import build_model
+
+    model_config, train_config = train_cli.cpu_configs(target)
+
+    def fp16_bytes(lib) -> int:
+        model = build_model(model_config, lib)
+        tensors = [*model.deformation.state_dict().values(), *model.retrieval.state_dict().values()]
+        return sum(2 * v.numel() for v in tensors if v.is_floating_point())
+
+    small, four = fp16_bytes(builtin_library("chair", 2, seed=0, n_points=16)), fp16_bytes(library)
+    per_source = (four - small) / 2
+    assert per_source > 0
+    estimate = four + 2 * per_source * (train_config.sources - 4)
+    assert estimate <= 25e6, f"{target}: ~{estimate / 1e6:.1f} MB in fp16"
+
+
 def test_infer_untrained_on_tiny_inputs_through_method_api():
     method = RetrievalDeformation()
     rng = np.random.default_rng(0)
