@@ -24,6 +24,10 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 "$py" -c "import sys; from backend.methods.retrieval_deformation.checkpoint import export_fp16; \
 print('stored', export_fp16(sys.argv[1], sys.argv[2]))" "$run" "$zoo"
 du -b "$run/model.pt" "$zoo/model.pt"
+if (( $(stat -c %s "$zoo/model.pt") > 25000000 )); then
+  echo "$zoo/model.pt is over the zoo's 25 MB per checkpoint; not shipped (removed)" >&2
+  rm -r "$zoo"; exit 3
+fi
 
 variants=(--variant "Ours=$zoo" --variant "Ours retrieval only=$zoo:nodeform")
 [[ "$target" == points ]] && variants+=(--variant "Ours + test-time IDO=$zoo:ido")
