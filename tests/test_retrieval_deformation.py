@@ -333,17 +333,22 @@ def test_symmetry_flag_rejects_a_lopsided_shape():
     assert not is_symmetric(lopsided, np.random.default_rng(1))
 
 
-def test_shipped_chair_points_checkpoint_is_used_by_default():
+@pytest.mark.parametrize("category, target", [("chair", "points"), ("table", "image")])
+def test_shipped_checkpoint_is_used_by_default(category, target):
     from backend.methods.retrieval_deformation.method import ZOO
 
-    assert (ZOO / "chair_points" / "MODEL_CARD.md").is_file()
+    assert (ZOO / f"{category}_{target}" / "MODEL_CARD.md").is_file()
     method = RetrievalDeformation()
     rng = np.random.default_rng(1)
-    inputs = {"points.points": (rng.random((256, 3)) - 0.5).astype(np.float32)}
-    config = method.validate(inputs, {"top_k": 2, "n_points": 128, "ido": False})
+    if target == "points":
+        inputs = {"points.points": (rng.random((256, 3)) - 0.5).astype(np.float32)}
+    else:
+        inputs = {"image.pixels": rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)}
+    config = method.validate(inputs, {"library": f"builtin:{category}", "top_k": 2,
+                                      "n_points": 128, "ido": False})
     result = method.infer(inputs, config, JobContext("z"))
     assert "warning" not in result.info
-    assert Path(result.info["checkpoint"]).resolve() == (ZOO / "chair_points").resolve()
+    assert Path(result.info["checkpoint"]).resolve() == (ZOO / f"{category}_{target}").resolve()
     assert len(result.outputs) == 2
 
 
