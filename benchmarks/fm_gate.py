@@ -41,7 +41,7 @@ def compare(
     models = {name: load_checkpoint(path, "cpu")[0] for name, path in checkpoints.items()}
     fields = {name: ev.decoder_field(m.decoder, config.layers, config.layer_weights)
               for name, m in models.items()}
-    only = (lambda a, b: a.attributes["arms"] and not b.attributes["arms"]) if condition == "armchair" else None
+    only = ev.armchair_to_no_arm if condition == "armchair" else None
     chosen = ev.select_pairs(category, config.pairs, config.seed, only)[:pairs]
     part_cd = {name: [] for name in models}
     keypoint = {name: [] for name in models}

@@ -66,6 +66,7 @@ __all__ = [
     "EvalConfig",
     "PairCache",
     "PairData",
+    "armchair_to_no_arm",
     "deformation_metrics",
     "evaluate_pairs",
     "keypoint_error",
@@ -205,6 +206,11 @@ def _codes(model: ImplicitModel, pair: PairData, device: str) -> tuple[torch.Ten
     with torch.no_grad():
         z = model.encoder(pair.voxels.to(device))
     return z[0], z[1]
+
+
+def armchair_to_no_arm(a: Shape, b: Shape) -> bool:
+    """Pair filter of the "armchair->no-arm" condition: a chair with arms to one without."""
+    return bool(a.attributes["arms"]) and not b.attributes["arms"]
 
 
 def select_pairs(
@@ -571,8 +577,7 @@ def run(args: argparse.Namespace) -> int:
     for c in categories:
         evaluate(c, select_pairs(c, args.pairs, args.seed), "random test pairs")
         if c == "chair":
-            arm = select_pairs(c, args.pairs, args.seed,
-                               lambda a, b: a.attributes["arms"] and not b.attributes["arms"])
+            arm = select_pairs(c, args.pairs, args.seed, armchair_to_no_arm)
             arm = arm[: args.armchair_pairs] if args.armchair_pairs is not None else arm
             if arm:
                 evaluate(c, arm, "armchair->no-arm")
