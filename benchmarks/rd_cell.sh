@@ -8,6 +8,8 @@
 #
 # Checkpoints go to RUNS_DIR/<category>_<target>_{ours,df,uniform,dar,r} (default
 # runs/rd); a run whose model.pt exists is not retrained, so a killed script resumes.
+# Table 2 also gets "Best source, undeformed" (every source scored without deformation, the
+# best kept): the reference that says whether the learned deformation helps at all.
 # Logs: RUNS_DIR/<name>.log. Ship Ours afterwards with checkpoint.export_fp16 and a
 # MODEL_CARD.md (see backend/zoo/retrieval_deformation/table_points).
 set -euo pipefail
@@ -59,4 +61,5 @@ append=()
   --variant "DAR=${base}_dar:nodeform" --variant "DAR+DF=${base}_dar" \
   --variant "Uniform=${base}_uniform" --variant "Ours=${base}_ours" \
   --oracle-variant "DF=${base}_df" --oracle-variant "Uniform=${base}_uniform" \
-  --oracle-variant "Ours=${base}_ours" "${ido[@]}"
+  --oracle-variant "Ours=${base}_ours" "${ido[@]}" \
+  --oracle-variant "Best source, undeformed=${base}_ours:nodeform"
