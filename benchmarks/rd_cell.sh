@@ -10,8 +10,8 @@
 # runs/rd); a run whose model.pt exists is not retrained, so a killed script resumes.
 # Table 2 also gets "Best source, undeformed" (every source scored without deformation, the
 # best kept): the reference that says whether the learned deformation helps at all.
-# Logs: RUNS_DIR/<name>.log. Ship Ours afterwards with checkpoint.export_fp16 and a
-# MODEL_CARD.md (see backend/zoo/retrieval_deformation/table_points).
+# Logs: RUNS_DIR/<name>.log. Ship Ours afterwards with benchmarks/rd_ship.sh CATEGORY TARGET
+# RUNS_DIR/<category>_<target>_ours (fp16 copy and its eval.json), then its MODEL_CARD.md.
 set -euo pipefail
 cat="${1:?category}"
 target="${2:?points or image}"
