@@ -1,0 +1,104 @@
+"""Encoder codes against auto-decoded codes for feature matching, on validation pairs.
+
+The paper takes the shape codes from the voxel encoder; the add-on can refine them by
+auto-decoding (`FeatureMatchingConfig.code_from = "autodecode"`: Adam on the code alone,
+decoder frozen, against 32768 occupancy samples of the mesh's voxels). This script says
+what the refinement does to the two measures of the issue's claims, on pairs of the
+**validation** split (the test split stays for `shapebridge eval feature_matching`):
+
+- the decoder's occupancy MSE on those samples (how well the code fits the shape);
+- the keypoint error as a ratio to nearest neighbour, computed as the full evaluation does;
+- part CD (x1e-3) of 2048 matched source samples against the target's (as `fm_gate.py`).
+
+Each shape's code is fitted once and reused by every pair it is in; auto-decoding costs
+about 50 s per shape and 100 steps on one core of a busy machine (16 shapes at 300
+steps: over an hour there with three other jobs running; start it on an idle machine).
+
+    python benchmarks/fm_codes.py backend/zoo/feature_matching/chair.pt --category chair \\
+        --shapes 16 --pairs 40 --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from backend.core.metrics import part_chamfer
+from backend.methods.feature_matching import evaluate as ev
+from backend.methods.feature_matching.data import category_seeds, cell_centers, sample_cells
+from backend.methods.feature_matching.matching import match_points
+from backend.methods.feature_matching.model import auto_decode, load_checkpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="feature_matching checkpoint (.pt)")
+    parser.add_argument("--category", default="chair")
+    parser.add_argument("--shapes", type=int, default=16, help="validation shapes drawn from")
+    parser.add_argument("--pairs", type=int, default=40, help="random ordered pairs of them")
+    parser.add_argument("--steps", default="100", help="auto-decoding steps, comma-separated")
+    parser.add_argument("--samples", type=int, default=32768, help="occupancy samples per shape")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    steps = [0] + [int(s) for s in args.steps.split(",") if int(s) > 0]
+    model = load_checkpoint(args.checkpoint, "cpu")[0]
+    config = ev.EvalConfig()
+    field_ = ev.decoder_field(model.decoder, config.layers, config.layer_weights)
+    shapes = [ev.generate_shape(args.category, s)
+              for s in category_seeds(args.category, "val", args.shapes, config.seed)]
+
+    start = time.perf_counter()
+    codes: dict[tuple[int, int], torch.Tensor] = {}
+    mse = {n: [] for n in steps}
+    for i, shape in enumerate(shapes):
+        vox = shape.occupancy_grid(64)
+        idx = sample_cells(vox, args.samples, np.random.default_rng(i))
+        points = cell_centers(idx, 64)
+        occupancy = torch.from_numpy(vox.reshape(-1)[idx])
+        with torch.no_grad():
+            codes[i, 0] = model.encoder(torch.from_numpy(vox)[None])[0]
+            mse[0].append(float(((model.decoder(points, codes[i, 0]) - occupancy.float()) ** 2).mean()))
+        for n in steps[1:]:
+            codes[i, n], loss = auto_decode(model.decoder, points, occupancy, codes[i, 0], n)
+            mse[n].append(loss)
+    print(f"codes of {len(shapes)} shapes: {time.perf_counter() - start:.0f} s", flush=True)
+
+    rng = np.random.default_rng(config.seed)
+    candidates = [(i, j) for i in range(len(shapes)) for j in range(len(shapes)) if i != j]
+    keypoint = {n: [] for n in steps}
+    part_cd = {n: [] for n in steps}
+    nearest: list[float] = []
+    for k in rng.permutation(len(candidates))[:args.pairs]:
+        i, j = candidates[k]
+        a, b = shapes[i], shapes[j]
+        pair = ev.prepare_pair(a, b, config.points, config.max_edge, config.seed + int(k))
+        both = a.keypoint_mask & b.keypoint_mask
+        mesh_b, truth = b.mesh(), b.keypoints[both].astype(np.float64)
+        if both.any():
+            nearest.append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
+        for n in steps:
+            za, zb = codes[i, n], codes[j, n]
+            moved = match_points(field_, pair.source_points, za, zb, config.match).points
+            part_cd[n].append(float(part_chamfer(
+                moved[None], pair.labels[None], pair.target_points[None],
+                pair.target_labels[None]).chamfer_mean[0]))
+            if both.any():
+                kp = torch.from_numpy(a.keypoints[both]).float()
+                kp = match_points(field_, kp, za, zb, config.match).points.double().numpy()
+                keypoint[n].append(ev.keypoint_error(kp, mesh_b, truth))
+    print(f"{args.category}, {len(part_cd[0])} validation pairs of {len(shapes)} shapes, "
+          f"{time.perf_counter() - start:.0f} s")
+    print("| codes | occupancy MSE | keypoint / nearest neighbour | part CD (x1e-3) |")
+    print("|---|---|---|---|")
+    for n in steps:
+        name = "encoder" if n == 0 else f"auto-decoded, {n} steps"
+        print(f"| {name} | {np.mean(mse[n]):.4f} | {np.mean(keypoint[n]) / np.mean(nearest):.3f} | "
+              f"{1e3 * np.mean(part_cd[n]):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
