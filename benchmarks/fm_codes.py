@@ -25,11 +25,10 @@ import time
 
 import numpy as np
 import torch
+from fm_gate import pair_measures  # benchmarks/, the script's own folder
 
-from backend.core.metrics import part_chamfer
 from backend.methods.feature_matching import evaluate as ev
 from backend.methods.feature_matching.data import category_seeds, cell_centers, sample_cells
-from backend.methods.feature_matching.matching import match_points
 from backend.methods.feature_matching.model import auto_decode, load_checkpoint
 
 
@@ -80,15 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if both.any():
             nearest.append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
         for n in steps:
-            za, zb = codes[i, n], codes[j, n]
-            moved = match_points(field_, pair.source_points, za, zb, config.match).points
-            part_cd[n].append(float(part_chamfer(
-                moved[None], pair.labels[None], pair.target_points[None],
-                pair.target_labels[None]).chamfer_mean[0]))
-            if both.any():
-                kp = torch.from_numpy(a.keypoints[both]).float()
-                kp = match_points(field_, kp, za, zb, config.match).points.double().numpy()
-                keypoint[n].append(ev.keypoint_error(kp, mesh_b, truth))
+            cd, error = pair_measures(field_, pair, codes[i, n], codes[j, n], config, mesh_b)
+            part_cd[n].append(cd)
+            if error is not None:
+                keypoint[n].append(error)
     print(f"{args.category}, {len(part_cd[0])} validation pairs of {len(shapes)} shapes, "
           f"{time.perf_counter() - start:.0f} s")
     print("| codes | occupancy MSE | keypoint / nearest neighbour | part CD (x1e-3) |")

@@ -26,9 +26,29 @@ import numpy as np
 import torch
 
 from backend.core.metrics import part_chamfer
+from backend.data.shapes import Mesh
 from backend.methods.feature_matching import evaluate as ev
 from backend.methods.feature_matching.matching import MatchConfig, match_points
 from backend.methods.feature_matching.model import load_checkpoint
+
+
+def pair_measures(
+    field_, pair: ev.PairData, za: torch.Tensor, zb: torch.Tensor, config: ev.EvalConfig,
+    target_mesh: Mesh,
+) -> tuple[float, float | None]:
+    """(part CD of the pair's matched source samples against the target's, keypoint error
+    of the keypoints present on both shapes, or None when they share none), codes za, zb.
+    target_mesh: ``pair.target.mesh()``, built once per pair by the caller."""
+    moved = match_points(field_, pair.source_points, za, zb, config.match).points
+    part_cd = float(part_chamfer(moved[None], pair.labels[None], pair.target_points[None],
+                                 pair.target_labels[None]).chamfer_mean[0])
+    both = pair.source.keypoint_mask & pair.target.keypoint_mask
+    if not both.any():
+        return part_cd, None
+    kp = torch.from_numpy(pair.source.keypoints[both]).float()
+    kp = match_points(field_, kp, za, zb, config.match).points.double().numpy()
+    truth = pair.target.keypoints[both].astype(np.float64)
+    return part_cd, ev.keypoint_error(kp, target_mesh, truth)
 
 
 def compare(
@@ -55,16 +75,11 @@ def compare(
         if both.any():
             nearest.append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
         for name, model in models.items():
-            field_ = fields[name]
             za, zb = ev._codes(model, pair, "cpu")
-            moved = match_points(field_, pair.source_points, za, zb, config.match).points
-            part_cd[name].append(float(part_chamfer(
-                moved[None], pair.labels[None], pair.target_points[None],
-                pair.target_labels[None]).chamfer_mean[0]))
-            if both.any():
-                kp = torch.from_numpy(a.keypoints[both]).float()
-                kp = match_points(field_, kp, za, zb, config.match).points.double().numpy()
-                keypoint[name].append(ev.keypoint_error(kp, mesh_b, truth))
+            cd, error = pair_measures(fields[name], pair, za, zb, config, mesh_b)
+            part_cd[name].append(cd)
+            if error is not None:
+                keypoint[name].append(error)
         if progress and (k + 1) % 10 == 0:
             print(f"{k + 1}/{len(chosen)} pairs ({time.perf_counter() - start:.0f} s)", flush=True)
     table = np.array([part_cd[name] for name in models])  # (checkpoints, pairs)
