@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The GPU work of a session that is lent a CUDA machine (run there, from the repo root, by
+# the `device` tool; results land in $OUT and come back to this machine).
+#
+#   benchmarks/gpu_session.sh bench        GPU benches of both methods -> $OUT
+#   benchmarks/gpu_session.sh train [I,J,K] start the paper-width feature-matching trainings
+#                                           of chair, table, airplane in the background
+#                                           (I,J,K: phase steps, default the paper schedule)
+#   benchmarks/gpu_session.sh wait SECS     wait up to SECS for the trainings, print their logs
+#   benchmarks/gpu_session.sh finish CATS   fp16 export; full evaluation of CATS (comma list)
+#                                           over the carried pair cache; all packed into $OUT
+#
+# Needs the package bundle of ../shared/tools/cuda-site-bundle.sh in .cuda-site/ and, for
+# `finish`, the evaluation cache in .gpu/all.jsonl (both carried, both git-ignored).
+set -uo pipefail
+OUT="${OUT:-/tmp/out}"
+WORK=/tmp/fm_paper
+mkdir -p "$OUT" "$WORK"
+if [ ! -d /tmp/site ]; then
+  mkdir -p /tmp/site && tar xJf .cuda-site/site.tar.xz -C /tmp/site || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+py() { python3 -m backend "$@"; }
+
+case "${1:-}" in
+  bench)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import torch, pytorch3d, trimesh, zmq; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+    py bench feature_matching --device cuda --json "$OUT/bench_feature_matching_cuda.json"
+    py bench retrieval_deformation --device cuda --repeats 5 \
+      --json "$OUT/bench_retrieval_deformation_cuda.json"
+    ;;
+  train)
+    iters="${2:-4000,4000,8000}"
+    for c in chair table airplane; do
+      setsid nohup python3 -m backend train feature_matching --category "$c" --schedule paper \
+        --device cuda --threads 4 --iterations "$iters" --log-every 200 \
+        --out "$WORK/$c.pt" > "$WORK/$c.log" 2>&1 < /dev/null &
+    done
+    sleep "${3:-60}"
+    tail -n 3 "$WORK"/*.log
+    ;;
+  wait)
+    end=$((SECONDS + ${2:-300}))
+    while [ $SECONDS -lt $end ]; do
+      n=$(ls "$WORK"/*.md 2>/dev/null | wc -l)
+      [ "$n" -ge 3 ] && break
+      sleep 10
+    done
+    tail -n 4 "$WORK"/*.log
+    ls -la "$WORK"
+    ;;
+  finish)
+    cats="${2:-chair}"
+    mkdir -p "$WORK/zoo" "$WORK/pack"
+    for c in chair table airplane; do
+      [ -f "$WORK/$c.pt" ] || continue
+      python3 -c "from backend.methods.feature_matching.model import export_fp16; export_fp16('$WORK/$c.pt', '$WORK/zoo/$c.pt')"
+      cp "$WORK/$c.json" "$WORK/$c.md" "$WORK/$c.log" "$WORK/pack/"
+      cp "$WORK/zoo/$c.pt" "$WORK/pack/$c.fp16.pt"
+    done
+    cp .gpu/all.jsonl "$WORK/pack/all.jsonl"
+    for c in ${cats//,/ }; do
+      armchair=0; [ "$c" = chair ] && armchair=50
+      for s in 0 1 2 3; do
+        py eval feature_matching --categories "$c" --armchair-pairs "$armchair" --fig6-pairs 0 \
+          --checkpoint-dir "$WORK/zoo" --cache "$WORK/pack/all.jsonl" --device cuda \
+          --shard "$s/4" > "$WORK/pack/eval_${c}_$s.log" 2>&1 &
+      done
+      wait
+      py eval feature_matching --categories "$c" --armchair-pairs "$armchair" --fig6-pairs 0 \
+        --checkpoint-dir "$WORK/zoo" --cache "$WORK/pack/all.jsonl" --cached-only \
+        --json "$WORK/pack/eval_$c.json" > "$WORK/pack/eval_$c.out" 2>&1
+      tail -n 40 "$WORK/pack/eval_$c.out"
+    done
+    tar -C "$WORK" -cf - pack | split -b 15M - "$OUT/pack.tar."
+    ls -la "$OUT"
+    ;;
+  *)
+    sed -n 2,15p "$0"; exit 2 ;;
+esac
