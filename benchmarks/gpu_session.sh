@@ -59,11 +59,15 @@ case "${1:-}" in
       cp "$WORK/$c.json" "$WORK/$c.md" "$WORK/$c.log" "$WORK/pack/"
       cp "$WORK/zoo/$c.pt" "$WORK/pack/$c.fp16.pt"
     done
+    # the checkpoints come back first, whatever happens to the evaluation
+    tar -C "$WORK" -cf - pack | split -b 15M - "$OUT/ckpt.tar."
+    rm -f "$WORK"/pack/*.pt
     cp .gpu/all.jsonl "$WORK/pack/all.jsonl"
     for c in ${cats//,/ }; do
       armchair=0; [ "$c" = chair ] && armchair=50
       for s in 0 1 2 3; do
-        py eval feature_matching --categories "$c" --armchair-pairs "$armchair" --fig6-pairs 0 \
+        timeout "${EVAL_SECONDS:-420}" python3 -m backend eval feature_matching --categories "$c" \
+          --armchair-pairs "$armchair" --fig6-pairs 0 \
           --checkpoint-dir "$WORK/zoo" --cache "$WORK/pack/all.jsonl" --device cuda \
           --shard "$s/4" > "$WORK/pack/eval_${c}_$s.log" 2>&1 &
       done
@@ -73,7 +77,7 @@ case "${1:-}" in
         --json "$WORK/pack/eval_$c.json" > "$WORK/pack/eval_$c.out" 2>&1
       tail -n 40 "$WORK/pack/eval_$c.out"
     done
-    tar -C "$WORK" -cf - pack | split -b 15M - "$OUT/pack.tar."
+    tar -C "$WORK" -cf - pack | split -b 15M - "$OUT/eval.tar."
     ls -la "$OUT"
     ;;
   *)
