@@ -20,6 +20,7 @@ worth the full evaluation:
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -53,21 +54,31 @@ def pair_measures(
 
 def compare(
     checkpoints: dict[str, str], category: str, condition: str, pairs: int,
-    config: ev.EvalConfig | None = None, progress: bool = False,
+    config: ev.EvalConfig | None = None, progress: bool = False, start: int = 0,
 ) -> dict[str, dict[str, float]]:
     """{name: {"part CD": mean x1e-3, "keypoint ratio": mean error / nearest neighbour's,
     "wins": pairs where this checkpoint's part CD is the lowest}} over the same pairs."""
+    return summarize(measure(checkpoints, category, condition, pairs, config, progress, start))
+
+
+def measure(
+    checkpoints: dict[str, str], category: str, condition: str, pairs: int,
+    config: ev.EvalConfig | None = None, progress: bool = False, start: int = 0,
+) -> dict:
+    """Per-pair values of pairs start .. start + pairs - 1 of the evaluation's draw:
+    {"part CD": {name: [...]}, "keypoint": {name: [...]}, "nearest": [...]}; the keypoint
+    lists skip pairs without shared keypoints. Shards (``start``) concatenate."""
     config = config or ev.EvalConfig()
     models = {name: load_checkpoint(path, "cpu")[0] for name, path in checkpoints.items()}
     fields = {name: ev.decoder_field(m.decoder, config.layers, config.layer_weights)
               for name, m in models.items()}
     only = ev.armchair_to_no_arm if condition == "armchair" else None
-    chosen = ev.select_pairs(category, config.pairs, config.seed, only)[:pairs]
+    chosen = ev.select_pairs(category, config.pairs, config.seed, only)[start:start + pairs]
     part_cd = {name: [] for name in models}
     keypoint = {name: [] for name in models}
     nearest: list[float] = []
-    start = time.perf_counter()
-    for k, (a, b) in enumerate(chosen):
+    t0 = time.perf_counter()
+    for k, (a, b) in enumerate(chosen, start):
         pair = ev.prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
         both = a.keypoint_mask & b.keypoint_mask
         mesh_b = b.mesh()
@@ -80,15 +91,22 @@ def compare(
             part_cd[name].append(cd)
             if error is not None:
                 keypoint[name].append(error)
-        if progress and (k + 1) % 10 == 0:
-            print(f"{k + 1}/{len(chosen)} pairs ({time.perf_counter() - start:.0f} s)", flush=True)
-    table = np.array([part_cd[name] for name in models])  # (checkpoints, pairs)
+        if progress and (k + 1 - start) % 10 == 0:
+            print(f"{k + 1 - start}/{len(chosen)} pairs ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return {"part CD": part_cd, "keypoint": keypoint, "nearest": nearest}
+
+
+def summarize(raw: dict) -> dict[str, dict[str, float]]:
+    """The `compare` table of `measure`'s per-pair values (or of shards concatenated)."""
+    part_cd, keypoint, nearest = raw["part CD"], raw["keypoint"], raw["nearest"]
+    table = np.array([part_cd[name] for name in part_cd])  # (checkpoints, pairs)
     best = table.argmin(0)
     return {name: {"part CD": 1e3 * float(np.mean(part_cd[name])),
                    "keypoint ratio": float(np.mean(keypoint[name]) / np.mean(nearest))
                    if nearest else float("nan"),
-                   "wins": int((best == i).sum()), "pairs": len(chosen)}
-            for i, name in enumerate(models)}
+                   "wins": int((best == i).sum()), "pairs": table.shape[1]}
+            for i, name in enumerate(part_cd)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,11 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--condition", choices=("random", "armchair"), default="random")
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--steps", type=int, default=50, help="latent interpolation steps")
+    parser.add_argument("--start", type=int, default=0,
+                        help="skip this many pairs of the draw (run shards side by side)")
+    parser.add_argument("--json", default=None,
+                        help="also write the per-pair values here (shards: concatenate the "
+                             "lists and call summarize)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = ev.EvalConfig(match=MatchConfig(steps=args.steps))
-    result = compare({path: path for path in args.checkpoints}, args.category, args.condition,
-                     args.pairs, config, progress=True)
+    raw = measure({path: path for path in args.checkpoints}, args.category, args.condition,
+                  args.pairs, config, progress=True, start=args.start)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"start": args.start, **raw}, f)
+    result = summarize(raw)
     print("| checkpoint | part CD (x1e-3) | keypoint / nearest neighbour | lowest part CD on |")
     print("|---|---|---|---|")
     for name, row in result.items():
