@@ -595,3 +595,10 @@ def test_checkpoint_gate_compares_two_checkpoints_on_the_same_pairs(tmp_path):
     assert out["a"]["part CD"] == out["a again"]["part CD"] != out["b"]["part CD"]
     assert out["a"]["keypoint ratio"] == out["a again"]["keypoint ratio"] > 0
     assert sum(row["wins"] for row in out.values()) == 2 and out["a"]["pairs"] == 2
+    # shards (--start) concatenate to the unsharded draw, pair for pair
+    whole = gate.measure(paths, "chair", "armchair", 2, config)
+    first, second = (gate.measure(paths, "chair", "armchair", 1, config, start=s) for s in (0, 1))
+    for name in paths:
+        assert whole["part CD"][name] == first["part CD"][name] + second["part CD"][name]
+    assert whole["nearest"] == first["nearest"] + second["nearest"]
+    assert gate.summarize(whole) == out
