@@ -15,6 +15,7 @@
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 WORK=/tmp/fm_paper
+CATEGORIES="chair table airplane"   # the paper-width trainings
 mkdir -p "$OUT" "$WORK"
 if [ ! -d /tmp/site ]; then
   mkdir -p /tmp/site && tar xJf .cuda-site/site.tar.xz -C /tmp/site || exit 1
@@ -32,7 +33,7 @@ case "${1:-}" in
     ;;
   train)
     iters="${2:-4000,4000,8000}"
-    for c in chair table airplane; do
+    for c in $CATEGORIES; do
       setsid nohup python3 -m backend train feature_matching --category "$c" --schedule paper \
         --device cuda --threads 4 --iterations "$iters" --log-every 200 \
         --out "$WORK/$c.pt" > "$WORK/$c.log" 2>&1 < /dev/null &
@@ -44,7 +45,7 @@ case "${1:-}" in
     end=$((SECONDS + ${2:-300}))
     while [ $SECONDS -lt $end ]; do
       n=$(ls "$WORK"/*.md 2>/dev/null | wc -l)
-      [ "$n" -ge 3 ] && break
+      [ "$n" -ge $(wc -w <<< "$CATEGORIES") ] && break
       sleep 10
     done
     tail -n 4 "$WORK"/*.log
@@ -53,7 +54,7 @@ case "${1:-}" in
   finish)
     cats="${2:-chair}"
     mkdir -p "$WORK/zoo" "$WORK/pack"
-    for c in chair table airplane; do
+    for c in $CATEGORIES; do
       [ -f "$WORK/$c.pt" ] || continue
       python3 -c "from backend.methods.feature_matching.model import export_fp16; export_fp16('$WORK/$c.pt', '$WORK/zoo/$c.pt')"
       cp "$WORK/$c.json" "$WORK/$c.md" "$WORK/$c.log" "$WORK/pack/"

@@ -136,7 +136,8 @@ def train(
     data = build_training_set(config.category, seeds, config.counts, seed=config.seed)
     data_s = time.perf_counter() - t0
     model = ImplicitModel(PRESETS[config.preset]).to(config.device)
-    if config.device.startswith("cuda"):
+    tf32 = config.device.startswith("cuda")
+    if tf32:
         # TF32 matrix products on the GPU's tensor cores (the decoder is ~3 GFLOP per point
         # batch of 4096); the checkpoint is still fp32 and recorded with "tf32" below.
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -197,7 +198,7 @@ def train(
         "device": torch.cuda.get_device_name(0) if config.device.startswith("cuda")
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "commit": git_commit(),
-        "tf32": bool(config.device.startswith("cuda") and torch.backends.cuda.matmul.allow_tf32),
+        "tf32": tf32,
     }
     return model, record
 
