@@ -602,3 +602,45 @@ def test_checkpoint_gate_compares_two_checkpoints_on_the_same_pairs(tmp_path):
         assert whole["part CD"][name] == first["part CD"][name] + second["part CD"][name]
     assert whole["nearest"] == first["nearest"] + second["nearest"]
     assert gate.summarize(whole) == out
+
+
+def test_settings_sweep_parses_variants_and_draws_validation_pairs_only(tmp_path):
+    """benchmarks/fm_sweep.py: the paper's string is the evaluation's default settings; bad
+    strings are refused by name; its pairs are validation shapes, none of the test shapes
+    the evaluation reports on; a variant's figures differ from another's on the same pairs."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from backend.methods.feature_matching import evaluate
+    from backend.methods.feature_matching.data import category_seeds
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))  # fm_sweep imports fm_gate from its own folder
+    try:
+        spec = importlib.util.spec_from_file_location("fm_sweep", folder / "fm_sweep.py")
+        sweep = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sweep)
+    finally:
+        sys.path.remove(str(folder))
+    assert sweep.parse_variant(sweep.PAPER) == evaluate.EvalConfig()
+    assert sweep.parse_variant("3,6") == evaluate.EvalConfig()
+    odd = sweep.parse_variant("2,4,5:1,1,0.5:0.1:current")
+    assert odd.layers == (2, 4, 5) and odd.layer_weights == (1.0, 1.0, 0.5)
+    assert odd.match.reg_lambda == 0.1 and odd.match.jacobian_at == "current"
+    for bad in ("", "3,6:1", "3:1:0.1:x:y"):
+        with pytest.raises(ValueError, match="variant"):
+            sweep.parse_variant(bad)
+
+    pairs = sweep.validation_pairs("chair", 6, 5, 0)
+    test_seeds = set(category_seeds("chair", "test", 40, 0))
+    assert len(pairs) == 5 and len({(a.seed, b.seed) for a, b, _ in pairs}) == 5
+    assert all(a.seed != b.seed and not {a.seed, b.seed} & test_seeds for a, b, _ in pairs)
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    base = evaluate.EvalConfig(points=96, max_edge=0.5, match=MatchConfig(steps=2))
+    raw = sweep.sweep(str(tmp_path / "m.pt"), ["3,6", "1:1:1"], "chair", 6, 2, base=base)
+    rows = {v: (ratio, cd) for v, ratio, cd in sweep.table(raw)}
+    assert len(raw["3,6"]["part CD"]) == 2 and len(rows) == 2
+    assert rows["3,6"] != rows["1:1:1"] and all(ratio > 0 for ratio, _ in rows.values())
