@@ -15,6 +15,9 @@ worth the full evaluation:
 
     python benchmarks/fm_gate.py backend/zoo/feature_matching/chair.pt runs/.../chair.pt \\
         --condition random --pairs 100
+
+``--autodecode STEPS`` measures the add-on's auto-decoded codes instead of the encoder's
+(each test shape's code refined once, ~30-50 s per shape and 100 steps on one core).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import torch
 from backend.core.metrics import part_chamfer
 from backend.data.shapes import Mesh
 from backend.methods.feature_matching import evaluate as ev
+from backend.methods.feature_matching.data import cell_centers, sample_cells
 from backend.methods.feature_matching.matching import MatchConfig, match_points
-from backend.methods.feature_matching.model import load_checkpoint
+from backend.methods.feature_matching.model import auto_decode, load_checkpoint
 
 
 def pair_measures(
@@ -52,22 +56,39 @@ def pair_measures(
     return part_cd, ev.keypoint_error(kp, target_mesh, truth)
 
 
+def refined_code(model, voxels: torch.Tensor, code: torch.Tensor, steps: int,
+                 seed: int, samples: int = 32768) -> torch.Tensor:
+    """``code`` refined by ``steps`` of auto-decoding against ``samples`` near-surface
+    cells of the (64, 64, 64) bool ``voxels``: the add-on's ``code_from="autodecode"``
+    (Adam, lr 1e-2, decoder frozen); the cells are drawn with ``seed``."""
+    vox = voxels.numpy()
+    idx = sample_cells(vox, samples, np.random.default_rng(seed))
+    occupancy = torch.from_numpy(vox.reshape(-1)[idx])
+    return auto_decode(model.decoder, cell_centers(idx, 64), occupancy, code, steps)[0]
+
+
 def compare(
     checkpoints: dict[str, str], category: str, condition: str, pairs: int,
     config: ev.EvalConfig | None = None, progress: bool = False, start: int = 0,
+    autodecode: int = 0,
 ) -> dict[str, dict[str, float]]:
     """{name: {"part CD": mean x1e-3, "keypoint ratio": mean error / nearest neighbour's,
     "wins": pairs where this checkpoint's part CD is the lowest}} over the same pairs."""
-    return summarize(measure(checkpoints, category, condition, pairs, config, progress, start))
+    return summarize(measure(checkpoints, category, condition, pairs, config, progress, start,
+                             autodecode))
 
 
 def measure(
     checkpoints: dict[str, str], category: str, condition: str, pairs: int,
     config: ev.EvalConfig | None = None, progress: bool = False, start: int = 0,
+    autodecode: int = 0,
 ) -> dict:
     """Per-pair values of pairs start .. start + pairs - 1 of the evaluation's draw:
     {"part CD": {name: [...]}, "keypoint": {name: [...]}, "nearest": [...]}; the keypoint
-    lists skip pairs without shared keypoints. Shards (``start``) concatenate."""
+    lists skip pairs without shared keypoints. Shards (``start``) concatenate.
+    autodecode: > 0 refines every encoder code by that many auto-decoding steps
+    (`refined_code`, seeded by the shape's seed, so a shape gets the same code in every
+    pair and shard)."""
     config = config or ev.EvalConfig()
     models = {name: load_checkpoint(path, "cpu")[0] for name, path in checkpoints.items()}
     fields = {name: ev.decoder_field(m.decoder, config.layers, config.layer_weights)
@@ -77,6 +98,7 @@ def measure(
     part_cd = {name: [] for name in models}
     keypoint = {name: [] for name in models}
     nearest: list[float] = []
+    refined: dict[tuple[str, int], torch.Tensor] = {}  # (checkpoint, shape seed): code
     t0 = time.perf_counter()
     for k, (a, b) in enumerate(chosen, start):
         pair = ev.prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
@@ -87,6 +109,12 @@ def measure(
             nearest.append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
         for name, model in models.items():
             za, zb = ev._codes(model, pair, "cpu")
+            if autodecode:
+                for i, (z, shape) in enumerate(((za, a), (zb, b))):
+                    if (name, shape.seed) not in refined:
+                        refined[name, shape.seed] = refined_code(
+                            model, pair.voxels[i], z, autodecode, shape.seed)
+                za, zb = refined[name, a.seed], refined[name, b.seed]
             cd, error = pair_measures(fields[name], pair, za, zb, config, mesh_b)
             part_cd[name].append(cd)
             if error is not None:
@@ -118,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="latent interpolation steps")
     parser.add_argument("--start", type=int, default=0,
                         help="skip this many pairs of the draw (run shards side by side)")
+    parser.add_argument("--autodecode", type=int, default=0,
+                        help="refine each encoder code by this many auto-decoding steps "
+                             "(the add-on's code_from=autodecode; 0: encoder codes, as the "
+                             "evaluation)")
     parser.add_argument("--json", default=None,
                         help="also write the per-pair values here (shards: concatenate the "
                              "lists and call summarize)")
@@ -125,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     config = ev.EvalConfig(match=MatchConfig(steps=args.steps))
     raw = measure({path: path for path in args.checkpoints}, args.category, args.condition,
-                  args.pairs, config, progress=True, start=args.start)
+                  args.pairs, config, progress=True, start=args.start,
+                  autodecode=args.autodecode)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"start": args.start, **raw}, f)
+            json.dump({"start": args.start, "autodecode": args.autodecode, **raw}, f)
     result = summarize(raw)
     print("| checkpoint | part CD (x1e-3) | keypoint / nearest neighbour | lowest part CD on |")
     print("|---|---|---|---|")

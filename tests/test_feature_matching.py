@@ -602,6 +602,14 @@ def test_checkpoint_gate_compares_two_checkpoints_on_the_same_pairs(tmp_path):
         assert whole["part CD"][name] == first["part CD"][name] + second["part CD"][name]
     assert whole["nearest"] == first["nearest"] + second["nearest"]
     assert gate.summarize(whole) == out
+    # --autodecode: refined codes move the matched points; the nearest-neighbour reference
+    # does not depend on the codes; the same shape gets the same code in any shard
+    one = {"a": paths["a"]}
+    refined = gate.measure(one, "chair", "armchair", 2, config, autodecode=3)
+    assert refined["nearest"] == whole["nearest"]
+    assert refined["part CD"]["a"] != whole["part CD"]["a"]
+    assert gate.measure(one, "chair", "armchair", 1, config, start=1, autodecode=3)[
+        "part CD"]["a"] == refined["part CD"]["a"][1:]
 
 
 def test_settings_sweep_parses_variants_and_draws_validation_pairs_only(tmp_path):
