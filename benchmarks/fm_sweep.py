@@ -79,8 +79,8 @@ def sweep(checkpoint: str, variants: list[str], category: str, shapes: int, pair
     raw: dict = {"nearest": [], **{v: {"keypoint": [], "part CD": []} for v in variants}}
     t0 = time.perf_counter()
     chosen = validation_pairs(category, shapes, pairs, seed)
+    first = next(iter(configs.values()))  # the variants share points and max_edge
     for n, (a, b, k) in enumerate(chosen, 1):
-        first = next(iter(configs.values()))
         pair = ev.prepare_pair(a, b, first.points, first.max_edge, seed + k)
         both = a.keypoint_mask & b.keypoint_mask
         mesh_b = b.mesh()
