@@ -25,10 +25,11 @@ import time
 
 import numpy as np
 import torch
-from fm_gate import pair_measures  # benchmarks/, the script's own folder
+from fm_gate import pair_measures, prepared  # benchmarks/, the script's own folder
+from fm_sweep import validation_draw
 
 from backend.methods.feature_matching import evaluate as ev
-from backend.methods.feature_matching.data import category_seeds, cell_centers, sample_cells
+from backend.methods.feature_matching.data import cell_centers, sample_cells
 from backend.methods.feature_matching.model import auto_decode, load_checkpoint
 
 
@@ -46,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_checkpoint(args.checkpoint, "cpu")[0]
     config = ev.EvalConfig()
     field_ = ev.decoder_field(model.decoder, config.layers, config.layer_weights)
-    shapes = [ev.generate_shape(args.category, s)
-              for s in category_seeds(args.category, "val", args.shapes, config.seed)]
+    shapes, chosen = validation_draw(args.category, args.shapes, args.pairs, config.seed)
 
     start = time.perf_counter()
     codes: dict[tuple[int, int], torch.Tensor] = {}
@@ -65,19 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             mse[n].append(loss)
     print(f"codes of {len(shapes)} shapes: {time.perf_counter() - start:.0f} s", flush=True)
 
-    rng = np.random.default_rng(config.seed)
-    candidates = [(i, j) for i in range(len(shapes)) for j in range(len(shapes)) if i != j]
     keypoint = {n: [] for n in steps}
     part_cd = {n: [] for n in steps}
     nearest: list[float] = []
-    for k in rng.permutation(len(candidates))[:args.pairs]:
-        i, j = candidates[k]
-        a, b = shapes[i], shapes[j]
-        pair = ev.prepare_pair(a, b, config.points, config.max_edge, config.seed + int(k))
-        both = a.keypoint_mask & b.keypoint_mask
-        mesh_b, truth = b.mesh(), b.keypoints[both].astype(np.float64)
-        if both.any():
-            nearest.append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
+    for i, j, k in chosen:
+        pair, mesh_b, nn_error = prepared(shapes[i], shapes[j], config, config.seed + k)
+        if nn_error is not None:
+            nearest.append(nn_error)
         for n in steps:
             cd, error = pair_measures(field_, pair, codes[i, n], codes[j, n], config, mesh_b)
             part_cd[n].append(cd)

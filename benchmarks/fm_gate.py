@@ -56,6 +56,18 @@ def pair_measures(
     return part_cd, ev.keypoint_error(kp, target_mesh, truth)
 
 
+def prepared(a, b, config: ev.EvalConfig, sample_seed: int):
+    """(the pair's evaluation data, its samples drawn with ``sample_seed``; the target's
+    mesh; the nearest-neighbour keypoint error, None when the shapes share no keypoint)."""
+    pair = ev.prepare_pair(a, b, config.points, config.max_edge, sample_seed)
+    both = a.keypoint_mask & b.keypoint_mask
+    mesh_b = b.mesh()
+    if not both.any():
+        return pair, mesh_b, None
+    truth = b.keypoints[both].astype(np.float64)
+    return pair, mesh_b, ev.keypoint_error(a.keypoints[both], mesh_b, truth)
+
+
 def refined_code(model, voxels: torch.Tensor, code: torch.Tensor, steps: int,
                  seed: int, samples: int = 32768) -> torch.Tensor:
     """``code`` refined by ``steps`` of auto-decoding against ``samples`` near-surface
@@ -101,12 +113,9 @@ def measure(
     refined: dict[tuple[str, int], torch.Tensor] = {}  # (checkpoint, shape seed): code
     t0 = time.perf_counter()
     for k, (a, b) in enumerate(chosen, start):
-        pair = ev.prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
-        both = a.keypoint_mask & b.keypoint_mask
-        mesh_b = b.mesh()
-        truth = b.keypoints[both].astype(np.float64)
-        if both.any():
-            nearest.append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
+        pair, mesh_b, nn_error = prepared(a, b, config, config.seed + k)
+        if nn_error is not None:
+            nearest.append(nn_error)
         for name, model in models.items():
             za, zb = ev._codes(model, pair, "cpu")
             if autodecode:

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 import torch
-from fm_gate import pair_measures  # benchmarks/, the script's own folder
+from fm_gate import pair_measures, prepared  # benchmarks/, the script's own folder
 
 from backend.methods.feature_matching import evaluate as ev
 from backend.methods.feature_matching.data import category_seeds
@@ -59,13 +59,19 @@ def parse_variant(text: str, base: ev.EvalConfig | None = None) -> ev.EvalConfig
     return dataclasses.replace(base, layers=layers, layer_weights=weights, match=match)
 
 
-def validation_pairs(category: str, shapes: int, pairs: int, seed: int):
-    """``pairs`` random ordered pairs (a, b, k) of ``shapes`` distinct validation shapes; k
-    is the pair's index in the draw (seeds its samples)."""
+def validation_draw(category: str, shapes: int, pairs: int, seed: int):
+    """(the first ``shapes`` validation shapes, ``pairs`` random ordered pairs (i, j, k) of
+    distinct ones by index); k is the pair's index among all candidates (seeds its samples)."""
     drawn = [ev.generate_shape(category, s) for s in category_seeds(category, "val", shapes, seed)]
     candidates = [(i, j) for i in range(len(drawn)) for j in range(len(drawn)) if i != j]
     order = np.random.default_rng(seed).permutation(len(candidates))[:pairs]
-    return [(drawn[candidates[k][0]], drawn[candidates[k][1]], int(k)) for k in order]
+    return drawn, [(*candidates[k], int(k)) for k in order]
+
+
+def validation_pairs(category: str, shapes: int, pairs: int, seed: int):
+    """`validation_draw`'s pairs as shapes: (a, b, k)."""
+    drawn, chosen = validation_draw(category, shapes, pairs, seed)
+    return [(drawn[i], drawn[j], k) for i, j, k in chosen]
 
 
 def sweep(checkpoint: str, variants: list[str], category: str, shapes: int, pairs: int,
@@ -81,12 +87,9 @@ def sweep(checkpoint: str, variants: list[str], category: str, shapes: int, pair
     chosen = validation_pairs(category, shapes, pairs, seed)
     first = next(iter(configs.values()))  # the variants share points and max_edge
     for n, (a, b, k) in enumerate(chosen, 1):
-        pair = ev.prepare_pair(a, b, first.points, first.max_edge, seed + k)
-        both = a.keypoint_mask & b.keypoint_mask
-        mesh_b = b.mesh()
-        if both.any():
-            raw["nearest"].append(ev.keypoint_error(
-                a.keypoints[both], mesh_b, b.keypoints[both].astype(np.float64)))
+        pair, mesh_b, nn_error = prepared(a, b, first, seed + k)
+        if nn_error is not None:
+            raw["nearest"].append(nn_error)
         za, zb = ev._codes(model, pair, "cpu")
         for v, config in configs.items():
             cd, error = pair_measures(fields[v], pair, za, zb, config, mesh_b)
