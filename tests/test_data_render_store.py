@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bench.results import write_results
+from backend.bench.results import previous_results, write_results
 from backend.data.generate import GenerateConfig, build_index, generate_dataset, split_of
 from backend.data.render import (
     RenderConfig,
@@ -312,3 +312,10 @@ def test_write_results_json_and_markdown(tmp_path):
     assert table in md and "| naive/ours |  |" in table
     with pytest.raises(ValueError, match="metric"):
         write_results("x", "bench", [{"value": 1.0}], None, "bad")
+    # what a later run appending to the file reads back: the rows and each joined command
+    write_results("x", "bench", rows, str(path), "X bench", "run a ;; run b")
+    assert previous_results(path) == (rows, ["run a", "run b"])
+    assert previous_results(tmp_path / "absent.json") == ([], []) and previous_results(None) == ([], [])
+    path.write_text('{"name": "x"}')
+    with pytest.raises(ValueError, match="bench_x.json is not a results file"):
+        previous_results(path)

@@ -514,6 +514,25 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
     assert [r for r in v2 if r["variant"] != "ours"] == [r for r in cached if r["variant"] != "ours"
                                                        and r["condition"] != "Figure 6"]
     assert [r for r in v2 if r["variant"] == "ours"] != [r for r in cached if r["variant"] == "ours"]
+    # --append: the new checkpoint's random-pair rows replace the old ones; the armchair and
+    # Figure 6 rows this run does not write stay, and both commands are recorded
+    merged = tmp_path / "merged.json"
+    merged.write_text((tmp_path / "cached.json").read_text())
+    assert evaluate.run(parser.parse_args(base[:-1] + ["0", "--armchair-pairs", "0", "--cache", str(cache),
+                                                       "--checkpoint-dir", str(tmp_path / "v2"),
+                                                       "--json", str(merged), "--append"])) == 0
+    doc = json.loads(merged.read_text())
+    random_rows = [r for r in doc["rows"] if r["condition"] == "random test pairs"]
+    assert random_rows == [r for r in v2 if r["condition"] == "random test pairs"]
+    assert [r for r in doc["rows"] if r["condition"] != "random test pairs"] == [
+        r for r in cached if r["condition"] != "random test pairs"]
+    assert {r["condition"] for r in doc["rows"]} == {"random test pairs", "armchair->no-arm", "Figure 6"}
+    assert len(doc["command"].split(" ;; ")) == 2
+    (tmp_path / "broken.json").write_text("{not json")
+    capsys.readouterr()
+    assert evaluate.run(parser.parse_args(base + ["--append", "--json", str(tmp_path / "broken.json")])) == 2
+    out = capsys.readouterr().out
+    assert "broken.json is not a results file" in out and "pair " not in out  # refused first
     # other settings do not reuse these pairs
     capsys.readouterr()
     assert evaluate.run(parser.parse_args(base[:-1] + ["0", "--cache", str(cache),

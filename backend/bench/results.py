@@ -57,6 +57,24 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous_results(path: str | Path | None) -> tuple[list[dict], list[str]]:
+    """Rows and commands of an existing results file, for runs that append to it.
+
+    Returns ([], []) when ``path`` is None or no file is there. The commands are those the
+    file records, split at " ;; " (how `write_results` callers join several runs').
+    Raises ValueError naming the file when it is not a results file (JSON with "rows").
+    """
+    if path is None or not Path(path).is_file():
+        return [], []
+    try:
+        doc = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a results file: {err}") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+        raise ValueError(f"{path} is not a results file: it has no 'rows' list")
+    return list(doc["rows"]), [c for c in str(doc.get("command", "")).split(" ;; ") if c]
+
+
 def write_results(
     name: str,
     kind: Literal["eval", "bench"],

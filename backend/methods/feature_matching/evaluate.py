@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.bench.results import write_results
+from backend.bench.results import previous_results, write_results
 from backend.core.metrics import bootstrap_ci, chamfer_distance, emd, part_chamfer
 from backend.data.samples import sample_shape
 from backend.data.shapes import CATEGORIES, Mesh, Shape, generate_shape
@@ -515,6 +516,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cached-only", action="store_true",
                         help="compute nothing: write the tables from the pairs in --cache "
                              "(each row's n says how many)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in --json except those of the categories "
+                             "and conditions this run writes, and record both commands (e.g. "
+                             "re-evaluate one category's new checkpoint)")
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -547,6 +552,11 @@ def run(args: argparse.Namespace) -> int:
             print("--cached-only needs --cache and no --shard")
             return 2
         shard = (0, 0)
+    try:  # a results file --append cannot read is refused before hours of matching
+        old_rows, old_commands = previous_results(args.json) if args.append else ([], [])
+    except ValueError as err:
+        print(err)
+        return 2
     config = EvalConfig(pairs=args.pairs, points=args.points, max_edge=args.max_edge,
                         match=MatchConfig(steps=args.steps), seed=args.seed)
     for fit in config.baselines.values():
@@ -602,6 +612,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"shard {args.shard} done; its pairs are in {args.cache}. Run again without "
               "--shard (same --cache) to write the tables.")
         return 0
+    mine = {(r["category"], r["condition"]) for r in rows}
+    rows = [r for r in old_rows if (r.get("category"), r.get("condition")) not in mine] + rows
+    commands = old_commands + [" ".join(sys.argv)]
     write_results("feature_matching", "eval", rows, args.json,
-                  "Implicit feature matching (paper 001): Table 1, Table 2, Figure 6 on built-in data")
+                  "Implicit feature matching (paper 001): Table 1, Table 2, Figure 6 on built-in data",
+                  " ;; ".join(commands))
     return 0

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.bench.results import write_results
+from backend.bench.results import previous_results, write_results
 from backend.core.metrics import bootstrap_ci
 from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
 from backend.methods.retrieval_deformation.data import builtin_targets
@@ -180,18 +180,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "category and condition is replaced) and record both commands")
 
 
-def _previous(path: str | None) -> tuple[list[dict], list[str]]:
-    """Rows (without the 'holds' checks) and commands of an existing results file."""
-    import json
-    from pathlib import Path
-
-    if path is None or not Path(path).is_file():
-        return [], []
-    doc = json.loads(Path(path).read_text())
-    rows = [r for r in doc.get("rows", []) if r.get("metric") != "holds"]
-    return rows, [c for c in str(doc.get("command", "")).split(" ;; ") if c]
-
-
 def run(args: argparse.Namespace) -> int:
     jobs = [(parse_variant(s), args.oracle) for s in args.variant]
     jobs += [(parse_variant(s), True) for s in args.oracle_variant]
@@ -214,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
               f"[{ci.low:.4g}, {ci.high:.4g}]", flush=True)
     commands = [" ".join(sys.argv)]
     if args.append:
-        old_rows, old_commands = _previous(args.json)
+        old_rows, old_commands = previous_results(args.json)
+        old_rows = [r for r in old_rows if r.get("metric") != "holds"]  # recomputed below
         key = {(r["variant"], r["category"], r["condition"]) for r in rows}
         rows = [r for r in old_rows if (r["variant"], r["category"], r["condition"]) not in key] + rows
         commands = old_commands + commands
