@@ -7,11 +7,20 @@
 #                                           of chair, table, airplane in the background
 #                                           (I,J,K: phase steps, default the paper schedule)
 #   benchmarks/gpu_session.sh wait SECS     wait up to SECS for the trainings, print their logs
-#   benchmarks/gpu_session.sh finish CATS   fp16 export; full evaluation of CATS (comma list)
-#                                           over the carried pair cache; all packed into $OUT
+#   benchmarks/gpu_session.sh finish CATS   fp16 export; full evaluation of CATS (comma list):
+#                                           this session's training of a category, else its
+#                                           shipped checkpoint, resuming the committed pair
+#                                           cache benchmarks/results/fm_eval_cache/CAT.jsonl;
+#                                           all packed into $OUT. Back here, copy each
+#                                           pack/CAT.jsonl over the committed cache and write
+#                                           the tables with `eval feature_matching --categories
+#                                           CAT --cache ... --cached-only --append --json
+#                                           benchmarks/results/feature_matching.json`.
 #
-# Needs the package bundle of ../shared/tools/cuda-site-bundle.sh in .cuda-site/ and, for
-# `finish`, the evaluation cache in .gpu/all.jsonl (both carried, both git-ignored).
+# Needs the package bundle of ../shared/tools/cuda-site-bundle.sh in .cuda-site/ (carried,
+# git-ignored). The device takes 64 MiB of working tree: move the retrieval_deformation
+# checkpoints but chair_points out of the tree for the call (the benches use that one, and
+# `finish` the feature_matching ones), and put them back after.
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 WORK=/tmp/fm_paper
@@ -63,18 +72,20 @@ case "${1:-}" in
     # the checkpoints come back first, whatever happens to the evaluation
     tar -C "$WORK" -cf - pack | split -b 15M - "$OUT/ckpt.tar."
     rm -f "$WORK"/pack/*.pt
-    cp .gpu/all.jsonl "$WORK/pack/all.jsonl"
     for c in ${cats//,/ }; do
       armchair=0; [ "$c" = chair ] && armchair=50
+      [ -f "$WORK/zoo/$c.pt" ] || cp "backend/zoo/feature_matching/$c.pt" "$WORK/zoo/$c.pt"
+      cache="$WORK/pack/$c.jsonl"
+      cp "benchmarks/results/fm_eval_cache/$c.jsonl" "$cache" 2>/dev/null || : > "$cache"
       for s in 0 1 2 3; do
         timeout "${EVAL_SECONDS:-420}" python3 -m backend eval feature_matching --categories "$c" \
           --armchair-pairs "$armchair" --fig6-pairs 0 \
-          --checkpoint-dir "$WORK/zoo" --cache "$WORK/pack/all.jsonl" --device cuda \
+          --checkpoint-dir "$WORK/zoo" --cache "$cache" --device cuda \
           --shard "$s/4" > "$WORK/pack/eval_${c}_$s.log" 2>&1 &
       done
       wait
       py eval feature_matching --categories "$c" --armchair-pairs "$armchair" --fig6-pairs 0 \
-        --checkpoint-dir "$WORK/zoo" --cache "$WORK/pack/all.jsonl" --cached-only \
+        --checkpoint-dir "$WORK/zoo" --cache "$cache" --cached-only \
         --json "$WORK/pack/eval_$c.json" > "$WORK/pack/eval_$c.out" 2>&1
       tail -n 40 "$WORK/pack/eval_$c.out"
     done
