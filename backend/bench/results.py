@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+COMMAND_SEPARATOR = " ;; "
+"""Joins the commands of several runs that wrote one results file (``--append``)."""
+
 COLUMNS: tuple[str, ...] = (
     "variant", "category", "condition", "metric", "value", "ci_low", "ci_high", "n"
 )
@@ -61,7 +64,7 @@ def previous_results(path: str | Path | None) -> tuple[list[dict], list[str]]:
     """Rows and commands of an existing results file, for runs that append to it.
 
     Returns ([], []) when ``path`` is None or no file is there. The commands are those the
-    file records, split at " ;; " (how `write_results` callers join several runs').
+    file records, split at `COMMAND_SEPARATOR`.
     Raises ValueError naming the file when it is not a results file (JSON with "rows").
     """
     if path is None or not Path(path).is_file():
@@ -72,7 +75,7 @@ def previous_results(path: str | Path | None) -> tuple[list[dict], list[str]]:
         raise ValueError(f"{path} is not a results file: {err}") from err
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
         raise ValueError(f"{path} is not a results file: it has no 'rows' list")
-    return list(doc["rows"]), [c for c in str(doc.get("command", "")).split(" ;; ") if c]
+    return list(doc["rows"]), [c for c in str(doc.get("command", "")).split(COMMAND_SEPARATOR) if c]
 
 
 def write_results(

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.bench.results import previous_results, write_results
+from backend.bench.results import COMMAND_SEPARATOR, previous_results, write_results
 from backend.core.metrics import bootstrap_ci, chamfer_distance, emd, part_chamfer
 from backend.data.samples import sample_shape
 from backend.data.shapes import CATEGORIES, Mesh, Shape, generate_shape
@@ -617,5 +617,5 @@ def run(args: argparse.Namespace) -> int:
     commands = old_commands + [" ".join(sys.argv)]
     write_results("feature_matching", "eval", rows, args.json,
                   "Implicit feature matching (paper 001): Table 1, Table 2, Figure 6 on built-in data",
-                  " ;; ".join(commands))
+                  COMMAND_SEPARATOR.join(commands))
     return 0

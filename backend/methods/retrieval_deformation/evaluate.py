@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.bench.results import previous_results, write_results
+from backend.bench.results import COMMAND_SEPARATOR, previous_results, write_results
 from backend.core.metrics import bootstrap_ci
 from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
 from backend.methods.retrieval_deformation.data import builtin_targets
@@ -211,5 +211,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"metric: {CONVENTION}")
     write_results("retrieval_deformation", "eval", rows, args.json,
                   f"Retrieval and deformation, Table 1 and Table 2 (oracle): {CONVENTION}; "
-                  f"'holds' rows: the issue's orderings (1 = holds)", " ;; ".join(commands))
+                  f"'holds' rows: the issue's orderings (1 = holds)", COMMAND_SEPARATOR.join(commands))
     return 0
