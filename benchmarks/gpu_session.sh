@@ -16,6 +16,21 @@
 #                                           the tables with `eval feature_matching --categories
 #                                           CAT --cache ... --cached-only --append --json
 #                                           benchmarks/results/feature_matching.json`.
+#   benchmarks/gpu_session.sh rd CELLS [CONFIG] [SECS]
+#                                           start retrieval_deformation cells (comma list of
+#                                           CATEGORY_TARGET, e.g. chair_points,table_image) in
+#                                           the background: benchmarks/rd_cell.sh per cell,
+#                                           JOBS=5 (every training of a cell at once) and
+#                                           IDO_TRAINING=1 ("Ours w/ IDO"); CONFIG: training
+#                                           flags (default "": the paper's size). The epoch
+#                                           lines of $WORK/rd/*.log give the seconds so far.
+#   benchmarks/gpu_session.sh rd-wait SECS  wait up to SECS for the cells, print their logs
+#   benchmarks/gpu_session.sh rd-finish     pack the cells' results file
+#                                           (retrieval_deformation_gpu.{json,md}), logs and
+#                                           fp16 copies of Ours / Ours w/ IDO into $OUT
+#                                           (rd.tar.*). Back here: untar, commit the results
+#                                           under benchmarks/results/, ship a checkpoint with
+#                                           its card only if it is better and <= 25 MB.
 #
 # Needs the package bundle of ../shared/tools/cuda-site-bundle.sh in .cuda-site/ (carried,
 # git-ignored). The device takes 64 MiB of working tree: move the retrieval_deformation
@@ -92,6 +107,36 @@ case "${1:-}" in
     tar -C "$WORK" -cf - pack | split -b 15M - "$OUT/eval.tar."
     ls -la "$OUT"
     ;;
+  rd)
+    cells="${2:?cells, e.g. chair_points,table_image}"
+    mkdir -p "$WORK/rd"
+    printf '#!/bin/sh\nexec python3 -m backend "$@"\n' > "$WORK/sb" && chmod +x "$WORK/sb"
+    for cell in ${cells//,/ }; do
+      JOBS="${JOBS:-5}" IDO_TRAINING="${IDO_TRAINING:-1}" SHAPEBRIDGE="$WORK/sb" \
+        CONFIG="${3:-}" RESULTS="$WORK/rd/retrieval_deformation_gpu.json" \
+        setsid nohup bash benchmarks/rd_cell.sh "${cell%_*}" "${cell##*_}" "$WORK/rd" \
+        > "$WORK/rd/$cell.cell.log" 2>&1 < /dev/null &
+    done
+    sleep "${4:-90}"
+    tail -n 2 "$WORK"/rd/*.log
+    ;;
+  rd-wait)
+    end=$((SECONDS + ${2:-300}))
+    while [ $SECONDS -lt $end ] && pgrep -f benchmarks/rd_cell.sh > /dev/null; do sleep 10; done
+    tail -n 2 "$WORK"/rd/*.log
+    ;;
+  rd-finish)
+    pack="$WORK/rdpack"
+    mkdir -p "$pack"
+    cp "$WORK"/rd/retrieval_deformation_gpu.* "$WORK"/rd/*.log "$pack/" 2>/dev/null
+    for run in "$WORK"/rd/*_ours "$WORK"/rd/*_ours_ido; do
+      [ -f "$run/model.pt" ] && [ ! -d "$pack/$(basename "$run")" ] || continue
+      python3 -c "import sys; from backend.methods.retrieval_deformation.checkpoint import export_fp16; export_fp16(*sys.argv[1:])" \
+        "$run" "$pack/$(basename "$run")"
+    done
+    tar -C "$WORK" -cf - rdpack | split -b 15M - "$OUT/rd.tar."
+    ls -la "$OUT"
+    ;;
   *)
-    sed -n 2,15p "$0"; exit 2 ;;
+    sed -n 2,36p "$0"; exit 2 ;;
 esac

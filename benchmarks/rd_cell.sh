@@ -12,14 +12,21 @@
 # best kept): the reference that says whether the learned deformation helps at all.
 # Logs: RUNS_DIR/<name>.log. Ship Ours afterwards with benchmarks/rd_ship.sh CATEGORY TARGET
 # RUNS_DIR/<category>_<target>_ours (fp16 copy and its eval.json), then its MODEL_CARD.md.
+#
+# Environment: SHAPEBRIDGE (the command, default .venv/bin/shapebridge), CONFIG (training
+# size, default --cpu-config; "" is the paper's), RESULTS (results file), TARGETS (test
+# targets), JOBS (trainings at once, default 2: one per core), IDO_TRAINING=1 (also train the
+# paper's "Ours w/ IDO", --ido-in-training, as ours_ido). The evaluation holds a lock on
+# RESULTS.lock, so cells run side by side append to one results file in turn.
 set -euo pipefail
 cat="${1:?category}"
 target="${2:?points or image}"
 runs="${3:-runs/rd}"
 sb="${SHAPEBRIDGE:-.venv/bin/shapebridge}"
 results="${RESULTS:-benchmarks/results/retrieval_deformation.json}"
-config="${CONFIG:---cpu-config}"   # CONFIG=--tiny: a seconds-long dry run of the script
+config="${CONFIG---cpu-config}"   # CONFIG=--tiny: a seconds-long dry run; CONFIG="": paper size
 targets="${TARGETS:-200}"
+max_jobs="${JOBS:-2}"
 export OMP_NUM_THREADS=1
 base="$runs/${cat}_${target}"
 mkdir -p "$runs"
@@ -34,18 +41,22 @@ train() {  # train NAME ARGS...: one run unless its checkpoint exists
     --out "${base}_$name" "$@" >"${base}_$name.log" 2>&1
 }
 
-both() {  # both CMD1 CMD2: run them side by side; fail if either fails
-  eval "$1" & local a=$!
-  eval "$2" & local b=$!
-  local ra=0 rb=0
-  wait "$a" || ra=$?
-  wait "$b" || rb=$?
-  return $(( ra || rb ))
+pool() {  # pool CMD...: run the commands, at most $max_jobs at a time; fail if any fails
+  local pids=() cmd pid rc=0
+  for cmd in "$@"; do
+    while (( $(jobs -rp | wc -l) >= max_jobs )); do sleep 5; done
+    eval "$cmd" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  return $rc
 }
 
-both "train ours" "train df --sampling random_pairs"
-both "train uniform --sampling uniform" \
-  "train dar --baseline dar --deformation ${base}_df && train r --baseline r --deformation ${base}_df"
+first=("train ours" "train df --sampling random_pairs" "train uniform --sampling uniform")
+[[ "${IDO_TRAINING:-0}" == 1 ]] && first+=("train ours_ido --ido-in-training")
+pool "${first[@]}"
+# R and DAR retrieve over the random-pairs deformation (DF), so they start after it
+pool "train dar --baseline dar --deformation ${base}_df" \
+  "train r --baseline r --deformation ${base}_df"
 
 ido=()
 if [[ "$target" == points ]]; then  # IDO fits a 3D target; image targets have none
@@ -54,6 +65,12 @@ if [[ "$target" == points ]]; then  # IDO fits a 3D target; image targets have n
   ido=(--variant "Ours + test-time IDO=${base}_ours:ido"
        --oracle-variant "Ours + test-time IDO=${base}_ours:ido")
 fi
+if [[ -f "${base}_ours_ido/model.pt" ]]; then
+  ido+=(--variant "Ours w/ IDO=${base}_ours_ido" --oracle-variant "Ours w/ IDO=${base}_ours_ido")
+fi
+mkdir -p "$(dirname "$results")"
+exec 9>"$results.lock"
+flock 9   # one appending evaluation at a time (it reads the file, then rewrites it)
 append=()
 [[ -f "$results" ]] && append=(--append)
 "$sb" eval retrieval_deformation --targets "$targets" --json "$results" "${append[@]}" \

@@ -217,6 +217,39 @@ def test_baselines_train_and_evaluate_tiny(tmp_path):
         evaluate.parse_variant(f"X={ours}:nodeform:ido")
 
 
+def test_rd_cell_script_runs_two_cells_at_once_into_one_results_file(tmp_path):
+    """``benchmarks/rd_cell.sh`` (the GPU session runs several cells side by side): every
+    training of a cell at once (JOBS), "Ours w/ IDO" trained with IDO (IDO_TRAINING), and
+    the two cells' evaluations appending in turn to one results file."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    shapebridge = Path(sys.executable).with_name("shapebridge")
+    results = tmp_path / "results.json"
+    env = {**os.environ, "SHAPEBRIDGE": str(shapebridge), "CONFIG": "--tiny --max-steps 1",
+           "RESULTS": str(results), "TARGETS": "3", "JOBS": "4", "IDO_TRAINING": "1"}
+    procs = [subprocess.Popen(["bash", str(root / "benchmarks" / "rd_cell.sh"), cat, "points",
+                               str(tmp_path / "runs")], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cat in ("chair", "table")]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out[-3000:]
+    doc = json.loads(results.read_text())
+    assert doc["command"].count(" ;; ") == 1  # both evaluations, neither overwritten
+    for cat in ("chair", "table"):
+        assert (tmp_path / "runs" / f"{cat}_points_ours_ido" / "model.pt").is_file()
+        rows = {(r["variant"], r["condition"]) for r in doc["rows"] if r["category"] == cat}
+        for variant in ("R", "R+DF", "DAR", "DAR+DF", "Uniform", "Ours", "Ours w/ IDO"):
+            assert (variant, "points") in rows, (cat, variant)
+        for variant in ("DF", "Uniform", "Ours", "Ours w/ IDO", "Best source, undeformed"):
+            assert (variant, "points oracle") in rows, (cat, variant)
+        assert ("Ours w/ IDO < Ours", "points") in rows
+
+
 def test_bench_runs_against_the_zoo_checkpoint_and_writes_its_table(tmp_path):
     """``shapebridge bench retrieval_deformation`` on the shipped checkpoint: both sizes,
     with and without IDO, timings and fits recorded (IDO never worsens the best fit)."""

@@ -220,7 +220,8 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
             if config.max_steps is not None and step >= config.max_steps:
                 break
         if progress:
-            print(f"epoch {epoch + 1}/{config.epochs} step {step} " +
+            print(f"epoch {epoch + 1}/{config.epochs} step {step} "
+                  f"({time.perf_counter() - start:.0f} s) " +
                   " ".join(f"{k}={v:.4g}" for k, v in logs.items()), flush=True)
         if config.max_steps is not None and step >= config.max_steps:
             break
