@@ -671,3 +671,52 @@ def test_settings_sweep_parses_variants_and_draws_validation_pairs_only(tmp_path
     rows = {v: (ratio, cd) for v, ratio, cd in sweep.table(raw)}
     assert len(raw["3,6"]["part CD"]) == 2 and len(rows) == 2
     assert rows["3,6"] != rows["1:1:1"] and all(ratio > 0 for ratio, _ in rows.values())
+
+
+def test_surface_start_projection_reaches_the_level_set_along_the_normal(tmp_path):
+    """benchmarks/fm_surface_start.py: on a decoder that is affine in x (every
+    pre-activation positive), the projection lands on F = tau at the nearest point of the
+    plane, i.e. it moves along the plane's normal by (F - tau) / |grad F|; a point already
+    on the level set stays; the script's measurement runs on a tiny checkpoint."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("fm_surface_start",
+                                                      folder / "fm_surface_start.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+    finally:
+        sys.path.remove(str(folder))
+
+    torch.manual_seed(0)
+    decoder = ImplicitModel(PRESETS["tiny"]).decoder.double()
+    with torch.no_grad():
+        for lin in decoder.linears:
+            lin.weight.uniform_(0.01, 0.1)
+            lin.bias.fill_(1.0)
+        decoder.linears[-1].weight.mul_(0.05)  # F in the [0, 1] band near the points
+    code = torch.rand(16, dtype=torch.float64)
+    points = torch.rand(64, 3, dtype=torch.float64)
+    logit = script._logit(decoder, points, code).detach()
+    grad = torch.autograd.functional.jacobian(lambda x: script._logit(decoder, x[None], code)[0],
+                                              points[0])
+    tau = float(logit.mean())
+    out = script.project_to_surface(decoder, points, code, tau=tau, iterations=50, max_step=0.02)
+    on_surface = script._logit(decoder, out, code).detach()
+    assert torch.allclose(on_surface, torch.full_like(on_surface, tau), atol=1e-9)
+    normal = grad / grad.norm()
+    expected = points - ((logit - tau) / grad.norm()).unsqueeze(-1) * normal
+    assert torch.allclose(out, expected, atol=1e-9)
+    assert (out - points).norm(dim=-1).max() > 0.01  # it did move most points
+    again = script.project_to_surface(decoder, out, code, tau=tau)
+    assert torch.allclose(again, out, atol=1e-12)
+
+    save_checkpoint(tmp_path / "m.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    raw = script.measure(str(tmp_path / "m.pt"), "chair", 6, 3, 0)
+    assert set(raw) == {"nearest", *script.VARIANTS}
+    assert all(len(raw[v]) == len(raw["nearest"]) > 0 for v in script.VARIANTS)
+    assert all(r > 0 for r in script.ratios(raw).values())

@@ -1,0 +1,130 @@
+"""Keypoint transfer when the matched points start on (or end at) the network's surfaces.
+
+Paper 001 samples x_0 on the source surface *as the network represents it*,
+M_A = {x | F(x; z_A) = tau} (Sec. 2.2, Fig. 2; Sec. 4.1 "points from the reconstructed
+shape surface"). The evaluation and the add-on match the points of the user's mesh, which
+lie off M_A by the reconstruction error (about 0.03 of the unit cube for the `cpu`-preset
+chair). This script asks whether moving the keypoints onto M_A first, or the matched
+points onto the target's M_B before snapping them to the target mesh, transfers keypoints
+better. Variants, over random ordered pairs of **validation** shapes (encoder codes):
+
+- ``paper``: the evaluation's keypoint error (x_0 = the keypoint; x_1 snapped);
+- ``start on M_A``: x_0 = the keypoint moved onto M_A;
+- ``end on M_B``: x_1 moved onto M_B before snapping;
+- ``both``: the two together.
+
+Each is reported as a ratio to nearest neighbour, as the evaluation does. About 1.5 s per
+pair on one core with the shipped chair:
+
+    python benchmarks/fm_surface_start.py backend/zoo/feature_matching/chair.pt \\
+        --shapes 100 --pairs 150 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from fm_sweep import validation_pairs  # benchmarks/, the script's own folder
+
+from backend.methods.feature_matching import evaluate as ev
+from backend.methods.feature_matching.matching import match_points
+from backend.methods.feature_matching.model import ImplicitDecoder, load_checkpoint
+
+VARIANTS = ("paper", "start on M_A", "end on M_B", "both")
+
+
+def _logit(decoder: ImplicitDecoder, points: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """The decoder's output before the soft clip, (N,): its gradient does not vanish
+    where the clip flattens it."""
+    h = torch.nn.functional.leaky_relu(decoder._first_layer(points, code), decoder.slope)
+    for lin in decoder.linears[1:-1]:
+        h = torch.nn.functional.leaky_relu(lin(h), decoder.slope)
+    return decoder.linears[-1](h).squeeze(-1)
+
+
+def project_to_surface(
+    decoder: ImplicitDecoder, points: torch.Tensor, code: torch.Tensor, tau: float = 0.5,
+    iterations: int = 10, max_step: float = 0.02,
+) -> torch.Tensor:
+    """Points (N, 3) moved onto the level set F(x; code) = tau by Newton steps along the
+    gradient, x <- x - (F - tau) grad F / |grad F|^2, each step at most ``max_step`` long
+    (all points at once; one batched backward pass per step)."""
+    x = points.detach().clone()
+    for _ in range(iterations):
+        with torch.enable_grad():
+            xr = x.requires_grad_(True)
+            y = _logit(decoder, xr, code)
+            (grad,) = torch.autograd.grad(y.sum(), xr)
+        step = -(y.detach() - tau).unsqueeze(-1) * grad / (grad * grad).sum(-1, True).clamp_min(1e-12)
+        length = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        x = (x.detach() + step * (max_step / length).clamp(max=1.0)).detach()
+    return x
+
+
+def measure(checkpoint: str, category: str, shapes: int, pairs: int, seed: int,
+            progress: bool = False) -> dict[str, list[float]]:
+    """Per-pair keypoint errors {"nearest": [...], variant: [...]} over the pairs of
+    `fm_sweep.validation_pairs` that share keypoints."""
+    model = load_checkpoint(checkpoint, "cpu")[0]
+    config = ev.EvalConfig()
+    field = ev.decoder_field(model.decoder, config.layers, config.layer_weights)
+    raw: dict[str, list[float]] = {"nearest": [], **{v: [] for v in VARIANTS}}
+    t0 = time.perf_counter()
+    for n, (a, b, _) in enumerate(validation_pairs(category, shapes, pairs, seed), 1):
+        both = a.keypoint_mask & b.keypoint_mask
+        if both.any():
+            mesh_b, truth = b.mesh(), b.keypoints[both].astype(np.float64)
+            raw["nearest"].append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
+            voxels = torch.from_numpy(np.stack([a.occupancy_grid(64), b.occupancy_grid(64)]))
+            with torch.no_grad():
+                za, zb = model.encoder(voxels)
+            kp = torch.from_numpy(a.keypoints[both]).float()
+            plain = match_points(field, kp, za, zb, config.match).points
+            moved = match_points(field, project_to_surface(model.decoder, kp, za), za, zb,
+                                 config.match).points
+            ends = {"paper": plain, "start on M_A": moved,
+                    "end on M_B": project_to_surface(model.decoder, plain, zb),
+                    "both": project_to_surface(model.decoder, moved, zb)}
+            for v, x1 in ends.items():
+                raw[v].append(ev.keypoint_error(x1.double().numpy(), mesh_b, truth))
+        if progress and n % 25 == 0:
+            print(f"{n}/{pairs} pairs ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return raw
+
+
+def ratios(raw: dict[str, list[float]]) -> dict[str, float]:
+    """Mean keypoint error / nearest neighbour's, per variant."""
+    nearest = float(np.mean(raw["nearest"])) if raw["nearest"] else float("nan")
+    return {v: float(np.mean(raw[v])) / nearest for v in VARIANTS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="feature_matching checkpoint (.pt)")
+    parser.add_argument("--category", default="chair")
+    parser.add_argument("--shapes", type=int, default=24, help="validation shapes drawn from")
+    parser.add_argument("--pairs", type=int, default=40, help="random ordered pairs of them")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    parser.add_argument("--json", default=None, help="also write the per-pair values here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    raw = measure(args.checkpoint, args.category, args.shapes, args.pairs, args.seed, True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(vars(args) | raw, f)
+    print(f"{args.category}, {len(raw['nearest'])} validation pairs with shared keypoints "
+          f"(shapes {args.shapes}, seed {args.seed}), {time.perf_counter() - start:.0f} s")
+    print("| variant | keypoint / nearest neighbour |")
+    print("|---|---|")
+    for v, r in ratios(raw).items():
+        print(f"| {v} | {r:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
