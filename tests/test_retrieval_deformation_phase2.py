@@ -262,6 +262,9 @@ def test_bench_runs_against_the_zoo_checkpoint_and_writes_its_table(tmp_path):
                  "--ido-max-iters", "20", "--device", "cpu", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 8
+    threads = torch.get_num_threads()
+    assert all(r["condition"].endswith(f"cpu, {threads} thread{'s' * (threads != 1)}")
+               for r in rows)  # CPU timings name their thread count
     seconds = [r["value"] for r in rows if r["metric"] == "seconds"]
     assert len(seconds) == 4 and all(s > 0 for s in seconds)
     fits = {(r["variant"], r["condition"]): r["value"] for r in rows if r["metric"] != "seconds"}

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     target = torch.from_numpy(
         builtin_targets(category, "test", 1, seed=0, n_points=n_points).points).to(args.device)
     lib_size = len(model.library)
+    # CPU figures depend on the thread count (OMP_NUM_THREADS), so the condition names it.
+    threads = torch.get_num_threads()
+    where = args.device if args.device != "cpu" else f"cpu, {threads} thread{'s' * (threads != 1)}"
     rows = []
     for size in args.sizes:
         retrieval = RetrievalModule(model.config, size).to(args.device).eval()
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             seconds = _median_seconds(once, args.repeats)
             row = {"variant": "w/ IDO" if ido else "network only", "category": category,
                    "condition": f"{size} sources, top-{args.top_k}, {n_points} points, "
-                                f"{args.device}"}
+                                f"{where}"}
             rows.append({**row, "metric": "seconds", "value": seconds, "n": args.repeats})
             rows.append({**row, "metric": "best fit chamfer x1e2",
                          "value": float(last["res"].fit[0, 0]) * 1e2, "n": 1})
