@@ -20,8 +20,9 @@
 #                                           start retrieval_deformation cells (comma list of
 #                                           CATEGORY_TARGET, e.g. chair_points,table_image) in
 #                                           the background: benchmarks/rd_cell.sh per cell,
-#                                           JOBS=5 (every training of a cell at once) and
-#                                           IDO_TRAINING=1 ("Ours w/ IDO"); CONFIG: training
+#                                           JOBS=5 (every training of a cell at once);
+#                                           IDO_TRAINING=1 adds "Ours w/ IDO" (see below
+#                                           for its cost); CONFIG: training
 #                                           flags (default "": the paper's size). The epoch
 #                                           lines of $WORK/rd/*.log give the seconds so far.
 #   benchmarks/gpu_session.sh rd-wait SECS  wait up to SECS for the cells, print their logs
@@ -32,11 +33,28 @@
 #                                           under benchmarks/results/, ship a checkpoint with
 #                                           its card only if it is better and <= 25 MB.
 #
+# Device limits (session 13, /work/.library/device/README.md): 15 minutes of device time per
+# task, starts included; at most 10 minutes per command; a machine goes back 30 s after a
+# call ends, and the background jobs of `train` and `rd` go with it. So chain a start, its
+# wait and its finish in ONE call, e.g.
+#   benchmarks/gpu_session.sh rd chair_points --cpu-config 60 && \
+#     benchmarks/gpu_session.sh rd-wait 420 && benchmarks/gpu_session.sh rd-finish
+# with timeout_s above the sum; at most 8 files come back from $OUT (the packs are tars).
+# "Ours w/ IDO" (IDO_TRAINING=1) at the CPU config: IDO ran 370-610 iterations per step at
+# the start of training (measured on the CPU, 12 steps, chair points, 14.5 s of IDO per step
+# on 2 threads); at an estimated ~1 ms per iteration on a GPU that is ~0.5 s per step,
+# ~18 min for the 2170 steps: over one command's 10 minutes. Leave IDO_TRAINING unset unless a longer lease
+# is lent.
+#
 # Needs the package bundle of ../shared/tools/cuda-site-bundle.sh in .cuda-site/ (carried,
 # git-ignored). The device takes 64 MiB of working tree: move the retrieval_deformation
 # checkpoints but chair_points out of the tree for the call (the benches use that one, and
 # `finish` the feature_matching ones), and put them back after.
 set -uo pipefail
+case "${1:-}" in  # usage before anything is unpacked
+  bench|train|wait|finish|rd|rd-wait|rd-finish) ;;
+  *) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2 ;;
+esac
 OUT="${OUT:-/tmp/out}"
 WORK=/tmp/fm_paper
 CATEGORIES="chair table airplane"   # the paper-width trainings
@@ -112,7 +130,7 @@ case "${1:-}" in
     mkdir -p "$WORK/rd"
     printf '#!/bin/sh\nexec python3 -m backend "$@"\n' > "$WORK/sb" && chmod +x "$WORK/sb"
     for cell in ${cells//,/ }; do
-      JOBS="${JOBS:-5}" IDO_TRAINING="${IDO_TRAINING:-1}" SHAPEBRIDGE="$WORK/sb" \
+      JOBS="${JOBS:-5}" IDO_TRAINING="${IDO_TRAINING:-0}" SHAPEBRIDGE="$WORK/sb" \
         CONFIG="${3:-}" RESULTS="$WORK/rd/retrieval_deformation_gpu.json" \
         setsid nohup bash benchmarks/rd_cell.sh "${cell%_*}" "${cell##*_}" "$WORK/rd" \
         > "$WORK/rd/$cell.cell.log" 2>&1 < /dev/null &
@@ -137,6 +155,4 @@ case "${1:-}" in
     tar -C "$WORK" -cf - rdpack | split -b 15M - "$OUT/rd.tar."
     ls -la "$OUT"
     ;;
-  *)
-    sed -n 2,36p "$0"; exit 2 ;;
 esac
