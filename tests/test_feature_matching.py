@@ -720,3 +720,5 @@ def test_surface_start_projection_reaches_the_level_set_along_the_normal(tmp_pat
     assert set(raw) == {"nearest", *script.VARIANTS}
     assert all(len(raw[v]) == len(raw["nearest"]) > 0 for v in script.VARIANTS)
     assert all(r > 0 for r in script.ratios(raw).values())
+    coarse = script.measure(str(tmp_path / "m.pt"), "chair", 6, 3, 0, match=MatchConfig(steps=1))
+    assert coarse["nearest"] == raw["nearest"] and coarse["paper"] != raw["paper"]
