@@ -451,7 +451,8 @@ def test_evaluate_cli_on_a_tiny_checkpoint(tmp_path):
     text = out.read_text()
     for metric in ("part CD", "part EMD", "EMD", "keypoint error", "CD to target"):
         assert metric in text
-    for variant in ("cross-fit + ARAP", "cross-fit + Laplacian", "armchair->no-arm", "layer 6 only"):
+    for variant in ("cross-fit + ARAP", "cross-fit + Laplacian", "armchair->no-arm", "layer 6 only",
+                    "ours - cross-fit + ARAP", "ours / nearest neighbour"):
         assert variant in text
     assert (tmp_path / "fm_layers.png").is_file()
     assert evaluate.run(parser.parse_args(["--checkpoint-dir", str(tmp_path / "none")])) == 2
@@ -511,8 +512,11 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
     assert len(added) == 2 + 2 and not any(e["fingerprint"].endswith("|baselines") for e in added)
     assert all(all(n.startswith("ours/") for n in e["values"]) for e in added)
     v2 = json.loads((tmp_path / "v2.json").read_text())["rows"]
-    assert [r for r in v2 if r["variant"] != "ours"] == [r for r in cached if r["variant"] != "ours"
-                                                       and r["condition"] != "Figure 6"]
+
+    def network_free(rows):  # the rows that do not involve the network (paired rows do)
+        return [r for r in rows if not r["variant"].startswith("ours")]
+
+    assert network_free(v2) == [r for r in network_free(cached) if r["condition"] != "Figure 6"]
     assert [r for r in v2 if r["variant"] == "ours"] != [r for r in cached if r["variant"] == "ours"]
     # --append: the new checkpoint's random-pair rows replace the old ones; the armchair and
     # Figure 6 rows this run does not write stay, and both commands are recorded
@@ -722,3 +726,33 @@ def test_surface_start_projection_reaches_the_level_set_along_the_normal(tmp_pat
     assert all(r > 0 for r in script.ratios(raw).values())
     coarse = script.measure(str(tmp_path / "m.pt"), "chair", 6, 3, 0, match=MatchConfig(steps=1))
     assert coarse["nearest"] == raw["nearest"] and coarse["paper"] != raw["paper"]
+
+
+def test_paired_rows_are_the_per_pair_differences_and_the_ratio_of_means():
+    """The paired rows of the evaluation, hand-computed: ours - baseline is the mean of the
+    per-pair differences (scaled like the metric), the pairs with a NaN on either side are
+    left out, the keypoint row is mean(ours) / mean(nearest neighbour), and the CIs hold
+    the value."""
+    from backend.methods.feature_matching.evaluate import _paired_rows
+
+    values = {
+        "ours/part CD": [1e-3, 2e-3, 3e-3, float("nan")],
+        "cross-fit/part CD": [2e-3, 2e-3, 5e-3, 1e-3],
+        "source/part CD": [4e-3, 4e-3, 4e-3, 4e-3],
+        "ours/part EMD": [0.05, 0.06, 0.07, 0.08],
+        "cross-fit/part EMD": [0.04, 0.06, 0.08, 0.10],
+        "ours/keypoint error": [0.02, 0.04],
+        "nearest neighbour/keypoint error": [0.05, 0.05],
+    }
+    rows = {(r["variant"], r["metric"]): r for r in _paired_rows(values, "chair", "c", 0)}
+    assert set(rows) == {("ours - cross-fit", "part CD (x1e-3)"), ("ours - source", "part CD (x1e-3)"),
+                         ("ours - cross-fit", "part EMD (x1e-2)"),
+                         ("ours / nearest neighbour", "keypoint error ratio")}
+    cd = rows["ours - cross-fit", "part CD (x1e-3)"]
+    assert cd["n"] == 3 and cd["value"] == pytest.approx((-1 + 0 - 2) / 3)
+    assert rows["ours - source", "part CD (x1e-3)"]["value"] == pytest.approx((-3 - 2 - 1) / 3)
+    assert rows["ours - cross-fit", "part EMD (x1e-2)"]["value"] == pytest.approx(-0.5)
+    ratio = rows["ours / nearest neighbour", "keypoint error ratio"]
+    assert ratio["value"] == pytest.approx(0.6) and ratio["n"] == 2
+    for r in rows.values():
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]

@@ -695,6 +695,24 @@ def paired_bootstrap_ci(
     )
 
 
+def paired_ratio_ci(
+    values_a: np.ndarray | torch.Tensor,
+    values_b: np.ndarray | torch.Tensor,
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> BootstrapCI:
+    """Paired percentile bootstrap of mean(a) / mean(b) (e.g. an error as a fraction of a
+    baseline's), targets resampled jointly as in `paired_bootstrap_ci`."""
+    a = _as_1d("values_a", values_a)
+    b = _as_1d("values_b", values_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must have the same length, got {a.size} and {b.size}")
+    return _bootstrap([a, b], lambda ra, rb: float(ra.mean() / rb.mean()), n_resamples, level,
+                      seed)
+
+
 def _as_1d(name: str, values: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
