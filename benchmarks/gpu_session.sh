@@ -43,8 +43,8 @@
 # "Ours w/ IDO" (IDO_TRAINING=1) at the CPU config: IDO ran 370-610 iterations per step at
 # the start of training (measured on the CPU, 12 steps, chair points, 14.5 s of IDO per step
 # on 2 threads); at an estimated ~1 ms per iteration on a GPU that is ~0.5 s per step,
-# ~18 min for the 2170 steps: over one command's 10 minutes. Leave IDO_TRAINING unset unless a longer lease
-# is lent.
+# ~18 min for the 2170 steps: over one command's 10 minutes. Leave IDO_TRAINING unset
+# unless a longer lease is lent.
 #
 # Needs the package bundle of ../shared/tools/cuda-site-bundle.sh in .cuda-site/ (carried,
 # git-ignored). The device takes 64 MiB of working tree: move the retrieval_deformation
