@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 from fm_gate import pair_measures, prepared  # benchmarks/, the script's own folder
-from fm_sweep import validation_draw
+from fm_sweep import add_validation_arguments, validation_draw
 
 from backend.methods.feature_matching import evaluate as ev
 from backend.methods.feature_matching.data import cell_centers, sample_cells
@@ -35,10 +35,7 @@ from backend.methods.feature_matching.model import auto_decode, load_checkpoint
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="feature_matching checkpoint (.pt)")
-    parser.add_argument("--category", default="chair")
-    parser.add_argument("--shapes", type=int, default=16, help="validation shapes drawn from")
-    parser.add_argument("--pairs", type=int, default=40, help="random ordered pairs of them")
+    add_validation_arguments(parser, shapes=16)
     parser.add_argument("--steps", default="100", help="auto-decoding steps, comma-separated")
     parser.add_argument("--samples", type=int, default=32768, help="occupancy samples per shape")
     args = parser.parse_args(argv)

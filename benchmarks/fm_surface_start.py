@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 import torch
-from fm_sweep import validation_pairs  # benchmarks/, the script's own folder
+from fm_sweep import add_validation_arguments, validation_pairs  # benchmarks/
 
 from backend.methods.feature_matching import evaluate as ev
 from backend.methods.feature_matching.matching import MatchConfig, match_points
@@ -38,27 +38,18 @@ from backend.methods.feature_matching.model import ImplicitDecoder, load_checkpo
 VARIANTS = ("paper", "start on M_A", "end on M_B", "both")
 
 
-def _logit(decoder: ImplicitDecoder, points: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """The decoder's output before the soft clip, (N,): its gradient does not vanish
-    where the clip flattens it."""
-    h = torch.nn.functional.leaky_relu(decoder._first_layer(points, code), decoder.slope)
-    for lin in decoder.linears[1:-1]:
-        h = torch.nn.functional.leaky_relu(lin(h), decoder.slope)
-    return decoder.linears[-1](h).squeeze(-1)
-
-
 def project_to_surface(
     decoder: ImplicitDecoder, points: torch.Tensor, code: torch.Tensor, tau: float = 0.5,
     iterations: int = 10, max_step: float = 0.02,
 ) -> torch.Tensor:
     """Points (N, 3) moved onto the level set F(x; code) = tau by Newton steps along the
-    gradient, x <- x - (F - tau) grad F / |grad F|^2, each step at most ``max_step`` long
+    gradient of the decoder's logits (before the soft clip), x <- x - (F - tau) grad F / |grad F|^2, each step at most ``max_step`` long
     (all points at once; one batched backward pass per step)."""
     x = points.detach().clone()
     for _ in range(iterations):
         with torch.enable_grad():
             xr = x.requires_grad_(True)
-            y = _logit(decoder, xr, code)
+            y = decoder.logits(xr, code)
             (grad,) = torch.autograd.grad(y.sum(), xr)
         step = -(y.detach() - tau).unsqueeze(-1) * grad / (grad * grad).sum(-1, True).clamp_min(1e-12)
         length = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -106,10 +97,7 @@ def ratios(raw: dict[str, list[float]]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="feature_matching checkpoint (.pt)")
-    parser.add_argument("--category", default="chair")
-    parser.add_argument("--shapes", type=int, default=24, help="validation shapes drawn from")
-    parser.add_argument("--pairs", type=int, default=40, help="random ordered pairs of them")
+    add_validation_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
     parser.add_argument("--steps", type=int, default=50, help="latent interpolation steps")
     parser.add_argument("--gn-iterations", type=int, default=3,

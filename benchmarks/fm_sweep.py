@@ -59,6 +59,15 @@ def parse_variant(text: str, base: ev.EvalConfig | None = None) -> ev.EvalConfig
     return dataclasses.replace(base, layers=layers, layer_weights=weights, match=match)
 
 
+def add_validation_arguments(parser: argparse.ArgumentParser, shapes: int = 24) -> None:
+    """The arguments the validation-pair scripts share: the checkpoint, the category, and
+    the draw of `validation_draw` (``shapes`` validation shapes by default)."""
+    parser.add_argument("checkpoint", help="feature_matching checkpoint (.pt)")
+    parser.add_argument("--category", default="chair")
+    parser.add_argument("--shapes", type=int, default=shapes, help="validation shapes drawn from")
+    parser.add_argument("--pairs", type=int, default=40, help="random ordered pairs of them")
+
+
 def validation_draw(category: str, shapes: int, pairs: int, seed: int):
     """(the first ``shapes`` validation shapes, ``pairs`` random ordered pairs (i, j, k) of
     distinct ones by index); k is the pair's index among all candidates (seeds its samples)."""
@@ -110,10 +119,7 @@ def table(raw: dict) -> list[tuple[str, float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="feature_matching checkpoint (.pt)")
-    parser.add_argument("--category", default="chair")
-    parser.add_argument("--shapes", type=int, default=24, help="validation shapes drawn from")
-    parser.add_argument("--pairs", type=int, default=40, help="random ordered pairs of them")
+    add_validation_arguments(parser)
     parser.add_argument("--variant", action="append", default=None,
                         help=f"LAYERS[:WEIGHTS[:LAMBDA[:JACOBIAN]]] (repeat; default {PAPER})")
     parser.add_argument("--json", default=None, help="also write the per-pair values here")

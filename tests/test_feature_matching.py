@@ -705,12 +705,12 @@ def test_surface_start_projection_reaches_the_level_set_along_the_normal(tmp_pat
         decoder.linears[-1].weight.mul_(0.05)  # F in the [0, 1] band near the points
     code = torch.rand(16, dtype=torch.float64)
     points = torch.rand(64, 3, dtype=torch.float64)
-    logit = script._logit(decoder, points, code).detach()
-    grad = torch.autograd.functional.jacobian(lambda x: script._logit(decoder, x[None], code)[0],
+    logit = decoder.logits(points, code).detach()
+    grad = torch.autograd.functional.jacobian(lambda x: decoder.logits(x[None], code)[0],
                                               points[0])
     tau = float(logit.mean())
     out = script.project_to_surface(decoder, points, code, tau=tau, iterations=50, max_step=0.02)
-    on_surface = script._logit(decoder, out, code).detach()
+    on_surface = decoder.logits(out, code).detach()
     assert torch.allclose(on_surface, torch.full_like(on_surface, tau), atol=1e-9)
     normal = grad / grad.norm()
     expected = points - ((logit - tau) / grad.norm()).unsqueeze(-1) * normal

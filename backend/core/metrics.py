@@ -686,10 +686,7 @@ def paired_bootstrap_ci(
     Returns `BootstrapCI` of the difference stat(a) - stat(b); an interval that
     excludes 0 means the ordering of the two methods holds at that level.
     """
-    a = _as_1d("values_a", values_a)
-    b = _as_1d("values_b", values_b)
-    if a.shape != b.shape:
-        raise ValueError(f"paired values must have the same length, got {a.size} and {b.size}")
+    a, b = _paired("values_a", values_a, "values_b", values_b)
     return _bootstrap(
         [a, b], lambda ra, rb: float(stat(ra)) - float(stat(rb)), n_resamples, level, seed
     )
@@ -705,12 +702,16 @@ def paired_ratio_ci(
 ) -> BootstrapCI:
     """Paired percentile bootstrap of mean(a) / mean(b) (e.g. an error as a fraction of a
     baseline's), targets resampled jointly as in `paired_bootstrap_ci`."""
-    a = _as_1d("values_a", values_a)
-    b = _as_1d("values_b", values_b)
-    if a.shape != b.shape:
-        raise ValueError(f"paired values must have the same length, got {a.size} and {b.size}")
+    a, b = _paired("values_a", values_a, "values_b", values_b)
     return _bootstrap([a, b], lambda ra, rb: float(ra.mean() / rb.mean()), n_resamples, level,
                       seed)
+
+
+def _paired(name_a: str, values_a, name_b: str, values_b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _as_1d(name_a, values_a), _as_1d(name_b, values_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must have the same length, got {a.size} and {b.size}")
+    return a, b
 
 
 def _as_1d(name: str, values: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -478,6 +478,12 @@ _SCALE = {"CD": ("CD (x1e-3)", 1e3), "EMD": ("EMD (x1e-2)", 1e2),
           "keypoint error": ("keypoint error", 1.0)}
 
 
+def _row(variant: str, category: str, condition: str, metric: str, ci, n: int) -> dict:
+    """One results row: a `BootstrapCI` over ``n`` pairs."""
+    return {"variant": variant, "category": category, "condition": condition, "metric": metric,
+            "value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "n": int(n)}
+
+
 def _rows(values: dict[str, list[float]], category: str, condition: str, seed: int) -> list[dict]:
     rows = []
     for name, vals in values.items():
@@ -487,10 +493,8 @@ def _rows(values: dict[str, list[float]], category: str, condition: str, seed: i
         arr = arr[np.isfinite(arr)] * scale
         if arr.size == 0:
             continue
-        ci = bootstrap_ci(arr, seed=seed)
-        rows.append({"variant": variant, "category": category, "condition": condition,
-                     "metric": label, "value": ci.value, "ci_low": ci.low, "ci_high": ci.high,
-                     "n": int(arr.size)})
+        rows.append(_row(variant, category, condition, label, bootstrap_ci(arr, seed=seed),
+                         arr.size))
     return rows
 
 
@@ -511,9 +515,7 @@ def _paired_rows(values: dict[str, list[float]], category: str, condition: str,
     rows = []
 
     def add(variant: str, label: str, ci, n: int) -> None:
-        rows.append({"variant": variant, "category": category, "condition": condition,
-                     "metric": label, "value": ci.value, "ci_low": ci.low, "ci_high": ci.high,
-                     "n": n})
+        rows.append(_row(variant, category, condition, label, ci, n))
 
     others = sorted({name.split("/")[0] for name in values} - {"ours", "nearest neighbour"})
     for metric in PAIRED_METRICS:
@@ -654,10 +656,8 @@ def run(args: argparse.Namespace) -> int:
         for layer, (to_src, to_tgt) in sweep.items():
             for target, vals in (("source", to_src), ("target", to_tgt)):
                 ci = bootstrap_ci(1e3 * np.asarray(vals), seed=args.seed)
-                rows.append({"variant": f"ours, layer {layer} only", "category": c,
-                             "condition": "Figure 6", "metric": f"CD to {target} (x1e-3)",
-                             "value": ci.value, "ci_low": ci.low, "ci_high": ci.high,
-                             "n": len(vals)})
+                rows.append(_row(f"ours, layer {layer} only", c, "Figure 6",
+                                 f"CD to {target} (x1e-3)", ci, len(vals)))
         plot = args.plot or (str(Path(args.json).with_name(Path(args.json).stem + "_layers.png"))
                              if args.json else None)
         if plot and sweep:

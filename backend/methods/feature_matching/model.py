@@ -142,6 +142,15 @@ class ImplicitDecoder(nn.Module):
                 f"got {tuple(codes.shape)} for points {tuple(points.shape)}"
             )
 
+    def logits(self, points: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The output layer before the soft clip (its gradient does not vanish where the
+        clip flattens F). Shapes as `forward`."""
+        self._check(points, codes)
+        h = nn.functional.leaky_relu(self._first_layer(points, codes), self.slope)
+        for lin in self.linears[1:-1]:
+            h = nn.functional.leaky_relu(lin(h), self.slope)
+        return self.linears[-1](h).squeeze(-1)
+
     def forward(self, points: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Occupancy probability F(x; z), soft-clipped to [0, 1].
 
@@ -149,11 +158,7 @@ class ImplicitDecoder(nn.Module):
         codes: (B, k) or (k,) float shape codes.
         Returns (B, N) or (N,) float.
         """
-        self._check(points, codes)
-        h = nn.functional.leaky_relu(self._first_layer(points, codes), self.slope)
-        for lin in self.linears[1:-1]:
-            h = nn.functional.leaky_relu(lin(h), self.slope)
-        return soft_clip(self.linears[-1](h)).squeeze(-1)
+        return soft_clip(self.logits(points, codes))
 
     def _check_layers(self, layers: Sequence[int]) -> None:
         bad = [layer for layer in layers if not 1 <= layer <= self.num_feature_layers]
