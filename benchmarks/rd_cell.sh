@@ -9,7 +9,9 @@
 # Checkpoints go to RUNS_DIR/<category>_<target>_{ours,df,uniform,dar,r} (default
 # runs/rd); a run whose model.pt exists is not retrained, so a killed script resumes.
 # Table 2 also gets "Best source, undeformed" (every source scored without deformation, the
-# best kept): the reference that says whether the learned deformation helps at all.
+# best kept): the reference that says whether the learned deformation helps at all; both
+# tables get "Sampling floor" (a target's samples against a resampling of the same shape),
+# the score of a perfect fit at this point count.
 # Logs: RUNS_DIR/<name>.log. Ship Ours afterwards with benchmarks/rd_ship.sh CATEGORY TARGET
 # RUNS_DIR/<category>_<target>_ours (fp16 copy and its eval.json), then its MODEL_CARD.md.
 #
@@ -79,4 +81,4 @@ append=()
   --variant "Uniform=${base}_uniform" --variant "Ours=${base}_ours" \
   --oracle-variant "DF=${base}_df" --oracle-variant "Uniform=${base}_uniform" \
   --oracle-variant "Ours=${base}_ours" "${ido[@]}" \
-  --oracle-variant "Best source, undeformed=${base}_ours:nodeform"
+  --oracle-variant "Best source, undeformed=${base}_ours:nodeform" --sampling-floor

@@ -245,8 +245,10 @@ def test_rd_cell_script_runs_two_cells_at_once_into_one_results_file(tmp_path):
         rows = {(r["variant"], r["condition"]) for r in doc["rows"] if r["category"] == cat}
         for variant in ("R", "R+DF", "DAR", "DAR+DF", "Uniform", "Ours", "Ours w/ IDO"):
             assert (variant, "points") in rows, (cat, variant)
-        for variant in ("DF", "Uniform", "Ours", "Ours w/ IDO", "Best source, undeformed"):
+        for variant in ("DF", "Uniform", "Ours", "Ours w/ IDO", "Best source, undeformed",
+                        "Sampling floor"):
             assert (variant, "points oracle") in rows, (cat, variant)
+        assert ("Sampling floor", "points") in rows
         assert ("Ours w/ IDO < Ours", "points") in rows
 
 
@@ -289,6 +291,87 @@ def test_ordering_checks_hand_computed():
                    ("Ours w/ IDO < Ours", "points"): 0.0,  # trained with IDO, can be worse
                    ("Ours + test-time IDO < Ours", "points"): 1.0,
                    ("Ours < DF, Uniform", "points oracle"): 0.0}
+
+
+def test_sampling_floor_rows_measure_resampling_noise(tiny_checkpoint, tmp_path):
+    import json
+
+    from backend.core.metrics import chamfer_distance
+    from backend.data.samples import sample_surface
+    from backend.data.shapes import generate_shape
+    from backend.methods.retrieval_deformation import evaluate
+
+    # the first sampling is the evaluation's own; the second an independent one of the shape
+    floor = evaluate.sampling_floor("chair", 2, 128)
+    t = builtin_targets("chair", "test", 2, n_points=128)
+    again, _, _ = sample_surface(generate_shape("chair", int(t.seeds[1])).mesh(), 128,
+                                 np.random.default_rng([0, int(t.seeds[1]), 1, 1]))
+    want = chamfer_distance(torch.from_numpy(t.points[1:]),
+                            torch.from_numpy(again[None].astype(np.float32))).chamfer
+    assert floor[1] == pytest.approx(float(want) * 1e2, rel=1e-5)
+    assert np.all(floor > 0)
+    # denser samples, lower floor (about 1 / points: the mean squared spacing)
+    assert evaluate.sampling_floor("chair", 2, 1024).mean() < floor.mean() / 4
+
+    out = tmp_path / "floor.json"
+    assert _run(evaluate, ["--targets", "2", "--device", "cpu", "--json", str(out), "--oracle",
+                           "--variant", f"Ours={tiny_checkpoint}", "--sampling-floor"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    n_points = json.loads((tiny_checkpoint / "config.json").read_text())["train"]["n_points"]
+    floors = {r["condition"]: r["value"] for r in rows if r["variant"] == "Sampling floor"}
+    assert set(floors) == {"points", "points oracle"}
+    assert floors["points"] == pytest.approx(evaluate.sampling_floor("chair", 2, n_points).mean())
+    assert not any("floor" in r["variant"].lower() for r in rows if r["metric"] == "holds")
+    # a named cell, without any checkpoint; a malformed cell is refused by name
+    assert _run(evaluate, ["--targets", "2", "--json", str(out), "--append",
+                           "--sampling-floor", "table:image:64"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    table = [r for r in rows if r["category"] == "table"]
+    assert {r["condition"] for r in table} == {"image", "image oracle"}
+    assert table[0]["value"] == pytest.approx(evaluate.sampling_floor("table", 2, 64).mean())
+    assert len(rows) == 5  # the chair rows kept
+    for bad in ("table:mesh:64", "table:image", "table:image:0"):
+        with pytest.raises(ValueError, match="CATEGORY:TARGET:POINTS"):
+            evaluate.parse_floor(bad)
+
+
+def test_retrieval_gap_script_agrees_with_the_evaluation(tiny_checkpoint, tmp_path):
+    """benchmarks/rd_retrieval_gap.py: on the evaluation's samples its top-1 and oracle rows
+    are `evaluate_checkpoint`'s Table 1 / Table 2 / undeformed-oracle values per target;
+    the rows are ordered (oracle <= best of the top 10 <= top 1); the dense measure runs."""
+    import importlib.util
+
+    from backend.methods.retrieval_deformation import evaluate
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rd_retrieval_gap.py"
+    spec = importlib.util.spec_from_file_location("rd_retrieval_gap", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    result = script.measure(str(tiny_checkpoint), "test", 3, 256)
+    sparse, dense = result["table"].values()
+    expect = {
+        script.ROWS[0]: evaluate.evaluate_checkpoint(str(tiny_checkpoint), 3, False, False)[0],
+        script.ROWS[2]: evaluate.evaluate_checkpoint(str(tiny_checkpoint), 3, False, True)[0],
+        script.ROWS[3]: evaluate.evaluate_checkpoint(str(tiny_checkpoint), 3, False, True,
+                                                     deform=False)[0],
+    }
+    for row, values in expect.items():
+        assert_close(sparse[row].numpy(), values, rtol=1e-5, atol=1e-7)
+    for table in sparse, dense:
+        assert torch.all(table[script.ROWS[2]] <= table[script.ROWS[1]] + 1e-9)
+        assert torch.all(table[script.ROWS[1]] <= table[script.ROWS[0]] + 1e-9)
+        assert torch.all(table["rank"] >= 0) and torch.isfinite(table[script.ROWS[3]]).all()
+    assert not torch.allclose(dense[script.ROWS[0]], sparse[script.ROWS[0]])
+    # the training targets come after the library's sources in the train split
+    from backend.methods.retrieval_deformation.data import split_seeds
+    sources = len(load_checkpoint(tiny_checkpoint)[0].library)
+    assert script.measure(str(tiny_checkpoint), "train", 2, 0)["seeds"] == split_seeds(
+        "chair", "train", 2, skip=sources)
+    out = tmp_path / "gap.md"
+    assert script.main([str(tiny_checkpoint), "--targets", "2", "--dense-points", "0",
+                        "--md", str(out)]) == 0
+    assert "| oracle, undeformed |" in out.read_text()
 
 
 def test_export_fp16_halves_the_weights_and_keeps_the_predictions(tiny_checkpoint, tmp_path):

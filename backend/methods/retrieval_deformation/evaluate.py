@@ -25,6 +25,11 @@ squared chamfer, PyTorch3D convention (mean squared nearest-neighbour distance i
 direction, summed) between the deformed source's and the target's samples (the
 checkpoint's ``n_points`` each, 512 for the CPU configs) of the unit-cube-normalised
 shapes, x 1e2 as the paper's tables; 95 % bootstrap CIs over targets.
+
+``--sampling-floor`` adds a reference row, "Sampling floor", per category and target type
+to both tables: the chamfer between each test target's samples and a second, independent
+sampling of the same shape at the same count. A perfect fit scores about this much (at 512
+points it is a large part of every row), so it tells how much of a row is sampling noise.
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ import numpy as np
 import torch
 
 from backend.bench.results import COMMAND_SEPARATOR, previous_results, write_results
-from backend.core.metrics import bootstrap_ci
+from backend.core.metrics import bootstrap_ci, chamfer_distance
+from backend.data.samples import sample_surface
+from backend.data.shapes import generate_shape
 from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
 from backend.methods.retrieval_deformation.data import builtin_targets
 from backend.methods.retrieval_deformation.inference import retrieve_and_deform
 
 METRIC = "chamfer_l2sq_x1e2"
+FLOOR = "Sampling floor"
 SCALE = 1e2
 CONVENTION = ("squared chamfer, PyTorch3D convention (sum of the two directional means of "
               "squared nearest-neighbour distances), unit-cube shapes, x 1e2 (paper: x 10^-2)")
@@ -119,6 +127,30 @@ def evaluate_checkpoint(path: str, count: int, ido: bool, oracle: bool, device: 
     return np.asarray(out), doc
 
 
+def parse_floor(spec: str) -> tuple[tuple[str, str], int]:
+    """``CATEGORY:TARGET:POINTS`` -> ((category, target), points)."""
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[1] not in ("points", "image") or not parts[2].isdigit() \
+            or int(parts[2]) < 1:
+        raise ValueError(f"--sampling-floor {spec!r}: expected CATEGORY:TARGET:POINTS with "
+                         f"TARGET points or image and POINTS a positive count")
+    return (parts[0], parts[1]), int(parts[2])
+
+
+def sampling_floor(category: str, count: int, n_points: int, seed: int = 0) -> np.ndarray:
+    """Per-target chamfer (x 1e2) between the evaluation's samples of each of ``count``
+    test targets (`builtin_targets`, as `evaluate_checkpoint` draws them) and an independent
+    second sampling of the same shape with as many points. Returns (count,) float64."""
+    targets = builtin_targets(category, "test", count, seed=seed, n_points=n_points)
+    again = []
+    for k, s in enumerate(targets.seeds):
+        rng = np.random.default_rng([seed, int(s), k, 1])
+        p, _, _ = sample_surface(generate_shape(category, int(s)).mesh(), n_points, rng)
+        again.append(p.astype(np.float32))
+    fit = chamfer_distance(torch.from_numpy(targets.points), torch.from_numpy(np.stack(again)))
+    return fit.chamfer.double().numpy() * SCALE
+
+
 #: The "done when" orderings of the issue, by the standard row names (module docstring):
 #: Table 1 chain (each lower than the next), the 0.9 margin over the best baseline, IDO.
 TABLE1_CHAIN = ("Ours", "Uniform", "DAR+DF", "R")
@@ -169,6 +201,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", type=int, default=200, help="test targets per category")
     parser.add_argument("--oracle", action="store_true",
                         help="evaluate the --variant rows with oracle retrieval too (Table 2)")
+    parser.add_argument("--sampling-floor", nargs="*", default=None,
+                        metavar="CATEGORY:TARGET:POINTS",
+                        help="add 'Sampling floor' rows (the chamfer of each target's samples "
+                        "to a resampling of the same shape): for the cells given, or without "
+                        "values for those of the checkpoints evaluated")
     parser.add_argument("--ido-max-iters", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=25, help="targets evaluated at once")
     parser.add_argument("--oracle-ido-top", type=int, default=10,
@@ -183,8 +220,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     jobs = [(parse_variant(s), args.oracle) for s in args.variant]
     jobs += [(parse_variant(s), True) for s in args.oracle_variant]
-    if not jobs:
-        raise ValueError("give at least one --variant or --oracle-variant")
+    floors = dict(parse_floor(s) for s in args.sampling_floor or [])
+    if not jobs and not floors:
+        raise ValueError("give at least one --variant, --oracle-variant or --sampling-floor cell")
     rows = []
     for v, oracle in jobs:
         values, doc = evaluate_checkpoint(v.checkpoint, args.targets, v.ido, oracle,
@@ -200,6 +238,15 @@ def run(args: argparse.Namespace) -> int:
                      "ci_high": ci.high, "n": len(values)})
         print(f"{v.name} ({rows[-1]['category']}, {rows[-1]['condition']}): {ci.value:.4g} "
               f"[{ci.low:.4g}, {ci.high:.4g}]", flush=True)
+        if args.sampling_floor == []:
+            floors[(rows[-1]["category"], target)] = doc.get("train", {}).get("n_points", 2048)
+    # the same targets in Table 1 and Table 2: one row in each
+    for (category, target), n_points in floors.items():
+        ci = bootstrap_ci(sampling_floor(category, args.targets, n_points))
+        rows += [{"variant": FLOOR, "category": category, "condition": condition,
+                  "metric": METRIC, "value": ci.value, "ci_low": ci.low, "ci_high": ci.high,
+                  "n": args.targets} for condition in (target, target + " oracle")]
+        print(f"{FLOOR} ({category}, {target}, {n_points} points): {ci.value:.4g}", flush=True)
     commands = [" ".join(sys.argv)]
     if args.append:
         old_rows, old_commands = previous_results(args.json)
