@@ -9,7 +9,10 @@ Rows (mean over the targets, squared chamfer x 1e2 as the evaluation):
 - ``oracle, deformed``: the best deformed fit over all sources (Table 2's "Ours");
 - ``oracle, undeformed``: the best undeformed source. R retrieves without deforming, so
   this bounds R (and its "retrieval only" row) from below;
-- ``rank of the top-1``: median count of sources whose deformed fit beats the top-1's.
+- ``rank of the top-1``: median count of sources whose deformed fit beats the top-1's;
+- ``top-10 slots by sigma_k quartile``: the share of all top-10 retrieval slots taken by
+  the sources of each quartile of the learned sigma_k (Eq. 2), lowest first. With equal
+  shares (0.25 each) sigma_k does not decide which sources are retrieved.
 
 Each fit is measured twice: on the evaluation's samples (the checkpoint's ``n_points`` on
 both sides, as `shapebridge eval retrieval_deformation`) and on ``--dense-points`` fresh
@@ -97,6 +100,15 @@ def summarise(d2: torch.Tensor, fits: dict[str, torch.Tensor], top: int = 10) ->
             "rank": (deformed < top1[:, None]).sum(1).double()}
 
 
+def sigma_quartile_shares(d2: torch.Tensor, sigma: torch.Tensor, top: int = 10) -> list[float]:
+    """Share of the (T, top) retrieval slots held by each quartile of sigma (S,), lowest
+    first (ties broken by source index, so equal sigmas give four equal quartiles)."""
+    quartile = torch.empty(len(sigma), dtype=torch.int64)
+    quartile[torch.argsort(sigma, stable=True)] = torch.arange(len(sigma)) * 4 // len(sigma)
+    slots = quartile[torch.topk(d2, min(top, d2.shape[1]), dim=1, largest=False).indices]
+    return [float((slots == q).double().mean()) for q in range(4)]
+
+
 def measure(checkpoint: str, split: str, count: int, dense_points: int, seed: int = 0) -> dict:
     model, doc = load_checkpoint(checkpoint, "cpu")
     train = doc.get("train", {})
@@ -126,12 +138,14 @@ def measure(checkpoint: str, split: str, count: int, dense_points: int, seed: in
             for key, value in metric.items():
                 fits["sparse" if metric is out["sparse"] else "dense"][key].append(value)
     d2 = torch.cat(d2)
+    sigma = model.retrieval.sigma(torch.arange(len(model.library))).detach().double()
     table = {f"{n_points} points (the evaluation's)": summarise(
         d2, {k: torch.cat(v) for k, v in fits["sparse"].items()})}
     if dense_points:
         table[f"{dense_points} fresh points"] = summarise(
             d2, {k: torch.cat(v) for k, v in fits["dense"].items()})
     return {"category": category, "target": model.config.target, "split": split,
+            "sigma_quartile_shares": sigma_quartile_shares(d2, sigma),
             "targets": count, "seeds": targets.seeds.tolist(), "sources": len(model.library),
             "table": table}
 
@@ -149,13 +163,15 @@ def markdown(result: dict, command: str) -> str:
             f"{float(result['table'][c][row].mean()):.4f}" for c in cols) + " |")
     lines.append("| rank of the top-1 (median) | " + " | ".join(
         f"{float(result['table'][c]['rank'].median()):.0f}" for c in cols) + " |")
+    shares = " / ".join(f"{v:.2f}" for v in result["sigma_quartile_shares"])
+    lines += ["", f"Top-10 retrieval slots by sigma_k quartile, lowest first: {shares}."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
-    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test")
     parser.add_argument("--targets", type=int, default=50)
     parser.add_argument("--dense-points", type=int, default=2048,
                         help="fresh samples per shape for the second measure (0: skip it)")

@@ -4,6 +4,7 @@ codes (networks frozen); the user-library path through the Method API."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +336,36 @@ def test_sampling_floor_rows_measure_resampling_noise(tiny_checkpoint, tmp_path)
             evaluate.parse_floor(bad)
 
 
+def test_sigma_k_start_equal_and_are_trained(tiny_checkpoint):
+    """Every source starts with the same sigma_k (a random start is a random per-source
+    temperature in Eq. 2); L_emb then moves them (the tiny run's 2 steps at least)."""
+    from backend.methods.retrieval_deformation.checkpoint import build_model
+
+    model, doc = load_checkpoint(tiny_checkpoint)
+    fresh = build_model(model.config, model.library, doc["train"]["seed"])
+    start = fresh.retrieval.sigma(torch.arange(len(model.library)))
+    assert torch.all(start == start[0]) and float(start[0]) == pytest.approx(0.5, abs=1e-5)
+    trained = model.retrieval.sigma(torch.arange(len(model.library)))
+    assert not torch.equal(trained.float(), start.float())
+    # --sigma-start: a logit, or 'random' (N(0, 1) per source, the start before session 14)
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    for flag, want in (("-2", -2.0), ("random", None)):
+        config, _ = train_cli.configs_from_args(parser.parse_args(
+            ["--tiny", "--out", "x", "--sigma-start", flag]))
+        assert config.sigma_start == want
+    drawn = build_model(dataclasses.replace(model.config, sigma_start=None), model.library, 0)
+    sigma = drawn.retrieval.sigma(torch.arange(len(model.library))).detach()
+    assert len(set(sigma.tolist())) == len(sigma) and sigma.std() > 0.05
+    # the option changes the sigmas only: every other parameter starts the same
+    same = build_model(model.config, model.library, 0)
+    for (name, a), b in zip(drawn.retrieval.state_dict().items(),
+                            same.retrieval.state_dict().values()):
+        assert torch.equal(a, b) == (name != "source_sigmas"), name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "x", "--sigma-start", "small"])
+
+
 def test_retrieval_gap_script_agrees_with_the_evaluation(tiny_checkpoint, tmp_path):
     """benchmarks/rd_retrieval_gap.py: on the evaluation's samples its top-1 and oracle rows
     are `evaluate_checkpoint`'s Table 1 / Table 2 / undeformed-oracle values per target;
@@ -368,6 +399,13 @@ def test_retrieval_gap_script_agrees_with_the_evaluation(tiny_checkpoint, tmp_pa
     sources = len(load_checkpoint(tiny_checkpoint)[0].library)
     assert script.measure(str(tiny_checkpoint), "train", 2, 0)["seeds"] == split_seeds(
         "chair", "train", 2, skip=sources)
+    assert sum(result["sigma_quartile_shares"]) == pytest.approx(1.0)
+    # slots counted by the quartile of their source's sigma: 4 sources, one per quartile
+    d2 = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 3.0, 1.0, 2.0]])
+    shares = script.sigma_quartile_shares(d2, torch.tensor([0.9, 0.1, 0.5, 0.3]), top=2)
+    # top-2 slots: sources 0, 1 and 0, 2; by sigma, 1 is the lowest quartile, 2 the third, 0 the top
+    assert shares == [0.25, 0.0, 0.25, 0.5]
+    assert script.sigma_quartile_shares(d2, torch.ones(4), top=1) == [1.0, 0.0, 0.0, 0.0]
     out = tmp_path / "gap.md"
     assert script.main([str(tiny_checkpoint), "--targets", "2", "--dense-points", "0",
                         "--md", str(out)]) == 0

@@ -39,6 +39,9 @@ class ModelConfig:
     """Channels of the first ResNet stage (64 = ResNet-18)."""
     image_blocks: tuple[int, ...] = (2, 2, 2, 2)
     """Basic blocks per ResNet stage ((2, 2, 2, 2) = ResNet-18)."""
+    sigma_start: float | None = 0.0
+    """Logit u_s that every sigma_k = sigmoid(u_s) starts at (0: sigma_k = 0.5); None draws
+    each from N(0, 1), the start before session 14 (see `RetrievalModule`)."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -186,6 +189,12 @@ class RetrievalModule(nn.Module):
     Distance (authors' "mahalanobis"): d_R^2(s, t) = sum_j (w_sj (e_t - e_s)_j)^2 with
     per-source weights w_s = sigmoid(v_s) + 1e-6. Per-source learned sigma_k =
     sigmoid(u_s) + 1e-6 scales the fitting distances in Eq. 2.
+
+    Every sigma_k starts at the same value (``config.sigma_start``). Drawn at random, they
+    act as random per-source temperatures in Eq. 2 and barely move in training (a chair
+    points run ends 0.996-correlated with its start): a source that starts with a small
+    sigma_k looks like a bad fit to every target, and R learns never to retrieve it (in
+    that run no source of the lower half of the sigma_k ever reached a top 10).
     """
 
     def __init__(self, config: ModelConfig, num_sources: int):
@@ -193,7 +202,10 @@ class RetrievalModule(nn.Module):
         self.encoder = make_encoder(config, config.embedding_dim)
         self.source_embeddings = nn.Parameter(torch.randn(num_sources, config.embedding_dim))
         self.source_weights = nn.Parameter(torch.randn(num_sources, config.embedding_dim))
-        self.source_sigmas = nn.Parameter(torch.randn(num_sources))
+        sigmas = torch.randn(num_sources)  # drawn either way: the seeded start is the same
+        if config.sigma_start is not None:
+            sigmas = torch.full((num_sources,), float(config.sigma_start))
+        self.source_sigmas = nn.Parameter(sigmas)
 
     #: Above this many sources, a full scan uses the expanded (matrix product) form.
     EXPANDED_SCAN = 8192

@@ -257,6 +257,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     for name in ("lr", "symmetry_weight", "sigma0"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    parser.add_argument("--sigma-start", type=_sigma_start, default=None, metavar="U|random",
+                        help="logit every per-source sigma_k starts at (default 0: 0.5); "
+                        "'random': N(0, 1) per source, the start before session 14")
+
+
+def _sigma_start(text: str) -> float | str:
+    if text == "random":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'random', got {text!r}") from None
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
@@ -269,6 +281,9 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         model, train_config = ModelConfig(target=args.target), TrainConfig()
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
+    start = getattr(args, "sigma_start", None)
+    if start is not None:
+        model = dataclasses.replace(model, sigma_start=None if start == "random" else start)
     return model, dataclasses.replace(train_config, **overrides)
 
 
