@@ -191,10 +191,11 @@ class RetrievalModule(nn.Module):
     sigmoid(u_s) + 1e-6 scales the fitting distances in Eq. 2.
 
     Every sigma_k starts at the same value (``config.sigma_start``). Drawn at random, they
-    act as random per-source temperatures in Eq. 2 and barely move in training (a chair
-    points run ends 0.996-correlated with its start): a source that starts with a small
-    sigma_k looks like a bad fit to every target, and R learns never to retrieve it (in
-    that run no source of the lower half of the sigma_k ever reached a top 10).
+    act as random per-source temperatures in Eq. 2 and barely move in training (the shipped
+    chair points checkpoint ends 0.996-correlated with its start): a source that starts with
+    a small sigma_k looks like a bad fit to every target, and R learns never to retrieve it
+    (a chair points run with that start put no source of the lower half of the sigma_k in
+    any top 10 of 200 test targets; `benchmarks/results/rd_retrieval_gap/`).
     """
 
     def __init__(self, config: ModelConfig, num_sources: int):
