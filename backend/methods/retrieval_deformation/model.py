@@ -203,7 +203,7 @@ class RetrievalModule(nn.Module):
         self.encoder = make_encoder(config, config.embedding_dim)
         self.source_embeddings = nn.Parameter(torch.randn(num_sources, config.embedding_dim))
         self.source_weights = nn.Parameter(torch.randn(num_sources, config.embedding_dim))
-        sigmas = torch.randn(num_sources)  # drawn either way: the seeded start is the same
+        sigmas = torch.randn(num_sources)  # drawn either way: later seeded draws do not shift
         if config.sigma_start is not None:
             sigmas = torch.full((num_sources,), float(config.sigma_start))
         self.source_sigmas = nn.Parameter(sigmas)
