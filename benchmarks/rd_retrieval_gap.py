@@ -36,11 +36,11 @@ import torch
 
 from backend.core.metrics import chamfer_distance
 from backend.data.samples import sample_surface
-from backend.data.shapes import Mesh, generate_shape
+from backend.data.shapes import Mesh
 from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
 from backend.methods.retrieval_deformation.data import builtin_targets
 from backend.methods.retrieval_deformation.deformation import deform_points
-from backend.methods.retrieval_deformation.evaluate import SCALE
+from backend.methods.retrieval_deformation.evaluate import SCALE, resampled_points
 from backend.methods.retrieval_deformation.inference import retrieve_and_deform
 
 ROWS = ("top-1 retrieved, deformed", "best of the top-10 retrieved, deformed",
@@ -59,9 +59,11 @@ def dense_sources(library, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
 
 
 def target_fits(model, inputs: torch.Tensor, points: torch.Tensor, dense: torch.Tensor | None,
-                src_pts: torch.Tensor | None, src_parts: torch.Tensor | None) -> dict:
+                src_pts: torch.Tensor | None, src_parts: torch.Tensor | None,
+                centers: torch.Tensor | None) -> dict:
     """Fits of every source to B targets: {"d2": (B, S) retrieval distances, "sparse" /
-    "dense": {"deformed", "undeformed"} -> (B, S) chamfer x 1e2 (dense only with samples)}."""
+    "dense": {"deformed", "undeformed"} -> (B, S) chamfer x 1e2 (dense only with samples;
+    ``centers``: the (S, P, 3) part centres of the library's `SourceBatch`)}."""
     b, s = points.shape[0], len(model.library)
     everything = torch.arange(s)[None].expand(b, -1)
     d2 = model.retrieval.distances(model.retrieval.encoder(inputs))
@@ -76,12 +78,11 @@ def target_fits(model, inputs: torch.Tensor, points: torch.Tensor, dense: torch.
         out["sparse"][key] = fit
         if dense is None:
             continue
-        batch = model.library.batch(torch.arange(s), "cpu")
         dfit = torch.empty(b, s, dtype=torch.float64)
         for i in range(b):
-            params = res.params[i][:, :batch.centers.shape[1]]
+            params = res.params[i][:, :centers.shape[1]]
             order = res.sources[i]
-            moved = (deform_points(src_pts[order], src_parts[order], batch.centers[order], params)
+            moved = (deform_points(src_pts[order], src_parts[order], centers[order], params)
                      if deform else src_pts[order])
             dfit[i, order] = chamfer_distance(moved, dense[i:i + 1].expand(s, -1, -1)
                                               ).chamfer.double() * SCALE
@@ -117,26 +118,25 @@ def measure(checkpoint: str, split: str, count: int, dense_points: int, seed: in
     skip = len(model.library) if split == "train" else 0
     targets = builtin_targets(category, split, count, seed=seed, skip=skip, n_points=n_points,
                               images=image, resolution=train.get("resolution", 128), views=1)
-    src_pts = src_parts = None
+    src_pts = src_parts = centers = dense = None
     if dense_points:
         src_pts, src_parts = dense_sources(model.library, dense_points, seed)
+        centers = model.library.batch(torch.arange(len(model.library)), "cpu").centers
+        dense = torch.from_numpy(resampled_points(category, targets.seeds, dense_points, seed,
+                                                  stream=3))
     d2, fits = [], {"sparse": {"deformed": [], "undeformed": []},
                     "dense": {"deformed": [], "undeformed": []}}
-    for k, s in enumerate(targets.seeds):
+    for k in range(len(targets.seeds)):
         pts = torch.from_numpy(targets.points[k:k + 1])
         inputs = (torch.from_numpy(targets.images[k:k + 1, 0]).permute(0, 3, 1, 2).float() / 255
                   if image else pts)
-        dense = None
-        if dense_points:
-            p, _, _ = sample_surface(generate_shape(category, int(s)).mesh(), dense_points,
-                                     np.random.default_rng([seed, int(s), k, 3]))
-            dense = torch.from_numpy(p[None].astype(np.float32))
         with torch.no_grad():
-            out = target_fits(model, inputs, pts, dense, src_pts, src_parts)
+            out = target_fits(model, inputs, pts, None if dense is None else dense[k:k + 1],
+                              src_pts, src_parts, centers)
         d2.append(out["d2"])
-        for metric in out["sparse"], out["dense"]:
-            for key, value in metric.items():
-                fits["sparse" if metric is out["sparse"] else "dense"][key].append(value)
+        for kind in ("sparse", "dense"):
+            for key, value in out[kind].items():
+                fits[kind][key].append(value)
     d2 = torch.cat(d2)
     sigma = model.retrieval.sigma(torch.arange(len(model.library))).detach().double()
     table = {f"{n_points} points (the evaluation's)": summarise(

@@ -137,17 +137,24 @@ def parse_floor(spec: str) -> tuple[tuple[str, str], int]:
     return (parts[0], parts[1]), int(parts[2])
 
 
+def resampled_points(category: str, seeds: np.ndarray, n_points: int, seed: int = 0,
+                     stream: int = 1) -> np.ndarray:
+    """(T, n_points, 3) float32 surface samples of the shapes ``seeds``, independent of
+    `builtin_targets`' (target k draws from the generator [seed, s, k, stream])."""
+    out = np.empty((len(seeds), n_points, 3), np.float32)
+    for k, s in enumerate(seeds):
+        rng = np.random.default_rng([seed, int(s), k, stream])
+        out[k], _, _ = sample_surface(generate_shape(category, int(s)).mesh(), n_points, rng)
+    return out
+
+
 def sampling_floor(category: str, count: int, n_points: int, seed: int = 0) -> np.ndarray:
     """Per-target chamfer (x 1e2) between the evaluation's samples of each of ``count``
     test targets (`builtin_targets`, as `evaluate_checkpoint` draws them) and an independent
     second sampling of the same shape with as many points. Returns (count,) float64."""
     targets = builtin_targets(category, "test", count, seed=seed, n_points=n_points)
-    again = []
-    for k, s in enumerate(targets.seeds):
-        rng = np.random.default_rng([seed, int(s), k, 1])
-        p, _, _ = sample_surface(generate_shape(category, int(s)).mesh(), n_points, rng)
-        again.append(p.astype(np.float32))
-    fit = chamfer_distance(torch.from_numpy(targets.points), torch.from_numpy(np.stack(again)))
+    again = resampled_points(category, targets.seeds, n_points, seed)
+    fit = chamfer_distance(torch.from_numpy(targets.points), torch.from_numpy(again))
     return fit.chamfer.double().numpy() * SCALE
 
 
