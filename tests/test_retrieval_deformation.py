@@ -23,6 +23,7 @@ from backend.methods.retrieval_deformation.deformation import (
 from backend.methods.retrieval_deformation.inference import deformed_mesh
 from backend.methods.retrieval_deformation.joint import (
     embedding_loss,
+    fit_probabilities,
     inner_deformation_optimization,
     soft_retrieval,
 )
@@ -190,6 +191,33 @@ def test_embedding_loss_matches_eq2_and_trains_sigma():
     assert loss.item() == pytest.approx(naive / 3, rel=1e-5)
     loss.backward()
     assert sigma.grad.abs().sum() > 0 and d2.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("power", [1, 2])
+def test_embedding_loss_per_source_normalization_is_the_printed_eq1(power):
+    # The printed Eq. 1 keeps the numerator's sigma(s) in the denominator.
+    g = torch.Generator().manual_seed(1)
+    d2 = torch.rand(2, 5, generator=g) * 300
+    fit = torch.rand(2, 5, generator=g) * 0.02
+    sigma = (torch.rand(2, 5, generator=g) + 0.1).requires_grad_(True)
+    loss = embedding_loss(d2, fit, sigma, normalization="per_source", sigma_power=power)
+    naive = 0.0
+    for b in range(2):
+        zr = sum(np.exp(-d2[b, j].item() / 100.0) for j in range(5))
+        for k in range(5):
+            t = sigma[b, k].item() ** power
+            zf = sum(np.exp(-100.0 * fit[b, j].item() / t) for j in range(5))
+            pf = np.exp(-100.0 * fit[b, k].item() / t) / zf
+            naive += abs(np.exp(-d2[b, k].item() / 100.0) / zr - pf)
+    assert loss.item() == pytest.approx(naive / 2, rel=1e-5)
+    loss.backward()
+    assert sigma.grad.abs().sum() > 0
+    # Equal sigma_k: both normalizations are the same softmax.
+    equal = torch.full((2, 5), 0.5)
+    assert torch.allclose(fit_probabilities(fit, equal, normalization="per_source"),
+                          fit_probabilities(fit, equal))
+    with pytest.raises(ValueError, match="normalization"):
+        fit_probabilities(fit, equal, normalization="shared")
 
 
 def test_soft_retrieval_draws_distinct_candidates_biased_by_p_r():

@@ -366,6 +366,26 @@ def test_sigma_k_start_equal_and_are_trained(tiny_checkpoint):
         parser.parse_args(["--out", "x", "--sigma-start", "small"])
 
 
+def test_fit_normalization_flags_reach_training(tmp_path):
+    """--fit-normalization / --sigma-power reach TrainConfig and the trained checkpoint,
+    and change the run (sigma_k move differently from the default form's)."""
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    runs = {}
+    for name, flags in (("default", []),
+                        ("printed", ["--fit-normalization", "per_source", "--sigma-power", "2"])):
+        args = parser.parse_args(["--tiny", "--out", str(tmp_path / name), "--max-steps", "2",
+                                  "--device", "cpu", *flags])
+        assert train_cli.run(args) == 0
+        runs[name], doc = load_checkpoint(tmp_path / name)
+        want = ("per_source", 2) if flags else ("candidates", 1)
+        assert (doc["train"]["fit_normalization"], doc["train"]["sigma_power"]) == want
+    idx = torch.arange(len(runs["default"].library))
+    assert not torch.equal(runs["default"].retrieval.sigma(idx), runs["printed"].retrieval.sigma(idx))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "x", "--fit-normalization", "shared"])
+
+
 def test_retrieval_gap_script_agrees_with_the_evaluation(tiny_checkpoint, tmp_path):
     """benchmarks/rd_retrieval_gap.py: on the evaluation's samples its top-1 and oracle rows
     are `evaluate_checkpoint`'s Table 1 / Table 2 / undeformed-oracle values per target;

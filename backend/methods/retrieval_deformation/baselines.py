@@ -160,7 +160,9 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
             fit = deform_candidates(model.deformation, model.deformation.encoder(inputs), cand,
                                     model.library.batch(cand.reshape(-1), device), tgt).fit
         d2 = fresh.distances(fresh.encoder(inputs), cand)
-        loss = embedding_loss(d2, fit, fresh.sigma(cand), sigma0)
+        loss = embedding_loss(d2, fit, fresh.sigma(cand), sigma0,
+                              train.get("fit_normalization", "candidates"),
+                              int(train.get("sigma_power", 1)))
         opt.zero_grad()
         loss.backward()
         opt.step()

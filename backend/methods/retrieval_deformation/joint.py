@@ -40,12 +40,34 @@ def retrieval_probabilities(d2: torch.Tensor, sigma0: float = SIGMA0) -> torch.T
     return torch.softmax(-d2 / sigma0, dim=-1)
 
 
-def fit_probabilities(fit: torch.Tensor, sigma: torch.Tensor, scale: float = FIT_SCALE) -> torch.Tensor:
-    """p(s_k; t, S_t, d_fit, sigma_k) of Eq. 2: softmax_k(-scale * d_fit / sigma_k).
+#: Normalisations of the fit distribution in Eq. 2 (see `fit_probabilities`).
+FIT_NORMALIZATIONS = ("candidates", "per_source")
+
+
+def fit_probabilities(fit: torch.Tensor, sigma: torch.Tensor, scale: float = FIT_SCALE,
+                      normalization: str = "candidates", sigma_power: int = 1) -> torch.Tensor:
+    """p(s_k; t, S_t, d_fit, sigma_k) of Eq. 2, with T_k = sigma_k ** sigma_power.
+
+    ``candidates``: softmax over k of -scale * d_fit(s_k) / T_k, a distribution over the
+    K candidates in which sigma_k scales source k's own logit (a source with a wide sigma_k
+    looks closer to every target).
+    ``per_source``: Eq. 1 as printed, whose denominator keeps the numerator's sigma(s):
+    exp(-scale d_fit(s_k) / T_k) / sum_j exp(-scale d_fit(s_j) / T_k), the softmax of all
+    K fits at source k's temperature, read at k. sigma_k then sets how sharply source k's
+    own probability follows the fit ranking, not how close it looks; the K values need not
+    sum to 1.
 
     fit: (B, K) fitting losses (squared chamfer); sigma: (B, K) per-source sigma_k > 0.
     """
-    return torch.softmax(-scale * fit / sigma, dim=-1)
+    if normalization not in FIT_NORMALIZATIONS:
+        raise ValueError(f"unknown Eq. 2 normalization {normalization!r}; "
+                         f"expected one of {FIT_NORMALIZATIONS}")
+    temperature = sigma ** sigma_power
+    if normalization == "candidates":
+        return torch.softmax(-scale * fit / temperature, dim=-1)
+    # (B, K, K): row k holds all K fits at temperature T_k; its diagonal is p_k.
+    logits = -scale * fit[:, None, :] / temperature[:, :, None]
+    return torch.softmax(logits, dim=-1).diagonal(dim1=-2, dim2=-1)
 
 
 def soft_retrieval(
@@ -65,15 +87,18 @@ def soft_retrieval(
 
 
 def embedding_loss(d2: torch.Tensor, fit: torch.Tensor, sigma: torch.Tensor,
-                   sigma0: float = SIGMA0) -> torch.Tensor:
+                   sigma0: float = SIGMA0, normalization: str = "candidates",
+                   sigma_power: int = 1) -> torch.Tensor:
     """L_emb (Eq. 2), mean over targets.
 
     d2: (B, K) squared retrieval distances of the candidates (differentiable in R);
     fit: (B, K) post-deformation fitting losses (constants for this update);
-    sigma: (B, K) learned sigma_k of the candidates (differentiable).
+    sigma: (B, K) learned sigma_k of the candidates (differentiable);
+    normalization, sigma_power: the form of the fit distribution (`fit_probabilities`).
     """
     p_r = retrieval_probabilities(d2, sigma0)
-    p_fit = fit_probabilities(fit.detach(), sigma)
+    p_fit = fit_probabilities(fit.detach(), sigma, normalization=normalization,
+                              sigma_power=sigma_power)
     return (p_r - p_fit).abs().sum(-1).mean()
 
 

@@ -29,6 +29,7 @@ from backend.methods.retrieval_deformation.checkpoint import (
 )
 from backend.methods.retrieval_deformation.data import Targets, builtin_targets
 from backend.methods.retrieval_deformation.joint import (
+    FIT_NORMALIZATIONS,
     SIGMA0,
     deform_candidates,
     deformation_loss,
@@ -57,6 +58,11 @@ class TrainConfig:
     k: int = 10
     """K candidates sampled per target (soft retrieval)."""
     sigma0: float = SIGMA0
+    fit_normalization: str = "candidates"
+    """Eq. 2's fit distribution: candidates (a softmax over the K) | per_source (the
+    printed Eq. 1, each source's own temperature in the denominator); `fit_probabilities`."""
+    sigma_power: int = 1
+    """Eq. 2 divides the fits by sigma_k ** sigma_power (the paper prints sigma^2)."""
     lr: float = 1e-3
     """SGD learning rate of the networks and of the auto-decoded codes (authors' config)."""
     momentum: float = 0.9
@@ -161,7 +167,8 @@ def train_step(model: JointModel, optimizers: dict, inputs: torch.Tensor, target
         fit = ido.fit.reshape(b, k)
     d2 = model.retrieval.distances(model.retrieval.encoder(inputs), cand)
     sigma = model.retrieval.sigma(cand)
-    loss_emb = embedding_loss(d2, fit, sigma, config.sigma0)
+    loss_emb = embedding_loss(d2, fit, sigma, config.sigma0, config.fit_normalization,
+                              config.sigma_power)
     optimizers["retrieval"].zero_grad()
     loss_emb.backward()
     optimizers["retrieval"].step()
@@ -253,10 +260,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deformation", default=None,
                         help="DF checkpoint (trained with --sampling random_pairs) for --baseline")
     for name in ("sources", "targets", "epochs", "batch_size", "k", "warmup_epochs", "n_points",
-                 "resolution", "views", "seed", "max_steps"):
+                 "resolution", "views", "seed", "max_steps", "sigma_power"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     for name in ("lr", "symmetry_weight", "sigma0"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    parser.add_argument("--fit-normalization", choices=FIT_NORMALIZATIONS, default=None,
+                        help="Eq. 2's fit distribution (default candidates; per_source: the "
+                        "printed Eq. 1, see joint.fit_probabilities)")
     parser.add_argument("--sigma-start", type=_sigma_start, default=None, metavar="U|random",
                         help="logit every per-source sigma_k starts at (default 0: 0.5); "
                         "'random': N(0, 1) per source, the start before session 14")
