@@ -26,6 +26,17 @@
 #                                           flags (default "": the paper's size). The epoch
 #                                           lines of $WORK/rd/*.log give the seconds so far.
 #   benchmarks/gpu_session.sh rd-wait SECS  wait up to SECS for the cells, print their logs
+#   benchmarks/gpu_session.sh rd-runs SECS SPEC...
+#                                           train retrieval_deformation runs side by side,
+#                                           SPEC = NAME:CATEGORY:TARGET[:FLAG,FLAG...] (e.g.
+#                                           chair_points_ours_ido:chair:points:--ido-in-training),
+#                                           all at CONFIG (default --cpu-config), seed 0, on
+#                                           DEVICE (default cuda); wait up to SECS, then pack
+#                                           the finished ones (fp16; one library per category,
+#                                           rdrunspack/library_CATEGORY, and every run's
+#                                           library sha256 in rdrunspack/library.sha256)
+#                                           and every log into $OUT (rdruns.tar.*). Evaluate
+#                                           back here (on the CPU) after copying a library in.
 #   benchmarks/gpu_session.sh rd-finish     pack the cells' results file
 #                                           (retrieval_deformation_gpu.{json,md}), logs and
 #                                           fp16 copies of Ours / Ours w/ IDO into $OUT
@@ -52,7 +63,7 @@
 # `finish` the feature_matching ones), and put them back after.
 set -uo pipefail
 case "${1:-}" in  # usage before anything is unpacked
-  bench|train|wait|finish|rd|rd-wait|rd-finish) ;;
+  bench|train|wait|finish|rd|rd-wait|rd-finish|rd-runs) ;;
   *) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2 ;;
 esac
 OUT="${OUT:-/tmp/out}"
@@ -142,6 +153,48 @@ case "${1:-}" in
     end=$((SECONDS + ${2:-300}))
     while [ $SECONDS -lt $end ] && pgrep -f benchmarks/rd_cell.sh > /dev/null; do sleep 10; done
     tail -n 2 "$WORK"/rd/*.log
+    ;;
+  rd-runs)
+    secs="${2:?seconds to wait}"; shift 2
+    runs="$WORK/rdruns"
+    mkdir -p "$runs"
+    for spec in "$@"; do
+      IFS=: read -r name cat target flags <<< "$spec"
+      # shellcheck disable=SC2086  # CONFIG and the flags are word lists
+      OMP_NUM_THREADS=1 setsid nohup python3 -m backend train retrieval_deformation \
+        --target "$target" --category "$cat" ${CONFIG---cpu-config} --seed 0 \
+        --device "${DEVICE:-cuda}" --out "$runs/$name" ${flags//,/ } \
+        > "$runs/$name.log" 2>&1 < /dev/null &
+    done
+    end=$((SECONDS + secs))
+    while [ $SECONDS -lt $end ] && pgrep -f "backend train retrieval_deformation" > /dev/null; do
+      sleep 5
+    done
+    echo "waited $SECONDS s"
+    tail -n 2 "$runs"/*.log
+    command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv
+    pack="$WORK/rdrunspack"
+    mkdir -p "$pack"
+    cp "$runs"/*.log "$pack/"
+    python3 - "$runs" "$pack" <<'PY'
+import hashlib, json, shutil, sys
+from pathlib import Path
+from backend.methods.retrieval_deformation.checkpoint import export_fp16
+runs, pack = Path(sys.argv[1]), Path(sys.argv[2])
+with open(pack / "library.sha256", "w") as sums:
+    for run in sorted(p for p in runs.iterdir() if (p / "model.pt").is_file()):
+        dst = export_fp16(run, pack / run.name)
+        for f in sorted((dst / "library").iterdir()):
+            sums.write(f"{run.name} {hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n")
+        # one library per category comes back (in case it does not rebuild bit for bit here)
+        keep = pack / ("library_" + json.loads((run / "config.json").read_text())["train"]["category"])
+        if keep.exists():
+            shutil.rmtree(dst / "library")
+        else:
+            (dst / "library").rename(keep)
+PY
+    tar -C "$WORK" -cf - rdrunspack | split -b 15M - "$OUT/rdruns.tar."
+    ls -la "$OUT"
     ;;
   rd-finish)
     pack="$WORK/rdpack"

@@ -165,6 +165,7 @@ def train_step(model: JointModel, optimizers: dict, inputs: torch.Tensor, target
         ido = inner_deformation_optimization(out.params.detach().reshape(b * k, -1, 6), sources, tgt,
                                              config.ido_lr, config.ido_max_iters, config.ido_tol)
         fit = ido.fit.reshape(b, k)
+        logs["ido_iters"] = float(ido.iterations.max())
     d2 = model.retrieval.distances(model.retrieval.encoder(inputs), cand)
     sigma = model.retrieval.sigma(cand)
     loss_emb = embedding_loss(d2, fit, sigma, config.sigma0, config.fit_normalization,
