@@ -286,7 +286,10 @@ def test_ordering_checks_hand_computed():
     t1 = rows("points", R=2.0, RplusDF=2.1, DAR=1.5, DARplusDF=1.2, Uniform=1.1, Ours=1.09,
               Ours_wIDO=1.2, Ours_testIDO=0.9)
     t2 = rows("points oracle", DF=0.75, Uniform=0.76, Ours=0.76)
-    got = {(r["variant"], r["condition"]): r["value"] for r in ordering_checks(t1 + t2)}
+    # rows of another metric (a paired difference) do not enter the checks
+    other = [{"variant": "Ours", "category": "chair", "condition": "points oracle",
+              "metric": "paired_difference_x1e2", "value": -1.0}]
+    got = {(r["variant"], r["condition"]): r["value"] for r in ordering_checks(t1 + t2 + other)}
     assert got == {("Ours < Uniform < DAR+DF < R", "points"): 1.0,
                    ("Ours <= 0.9 x best baseline", "points"): 0.0,  # 1.09 > 0.9 x 1.2 (DAR+DF)
                    ("Ours w/ IDO < Ours", "points"): 0.0,  # trained with IDO, can be worse
@@ -334,6 +337,42 @@ def test_sampling_floor_rows_measure_resampling_noise(tiny_checkpoint, tmp_path)
     for bad in ("table:mesh:64", "table:image", "table:image:0"):
         with pytest.raises(ValueError, match="CATEGORY:TARGET:POINTS"):
             evaluate.parse_floor(bad)
+
+
+def test_eval_on_the_val_split_labels_its_rows_and_uses_val_targets(tiny_checkpoint, tmp_path):
+    """--split val evaluates validation targets (disjoint from the test ones) and says so
+    in the condition, so a val row never stands in for a test row of the tables."""
+    import json
+
+    from backend.methods.retrieval_deformation import evaluate
+    from backend.methods.retrieval_deformation.data import split_seeds
+
+    assert not set(split_seeds("chair", "val", 4)) & set(split_seeds("chair", "test", 4))
+    test, _ = evaluate.evaluate_checkpoint(str(tiny_checkpoint), 3, False, False)
+    val, _ = evaluate.evaluate_checkpoint(str(tiny_checkpoint), 3, False, False, split="val")
+    assert not np.allclose(test, val)
+    out = tmp_path / "val.json"
+    assert _run(evaluate, ["--targets", "3", "--device", "cpu", "--json", str(out), "--split",
+                           "val", "--variant", f"Ours={tiny_checkpoint}",
+                           "--variant", f"Undeformed={tiny_checkpoint}:nodeform",
+                           "--oracle-variant", f"Ours={tiny_checkpoint}", "--sampling-floor",
+                           "--paired-with", "Ours"]) == 0
+    rows = {(r["variant"], r["condition"]): r for r in json.loads(out.read_text())["rows"]
+            if r["metric"] != "holds"}
+    assert set(rows) == {("Ours", "points val"), ("Ours", "points val oracle"),
+                         ("Undeformed", "points val"), ("Undeformed - Ours", "points val"),
+                         ("Sampling floor", "points val"), ("Sampling floor", "points val oracle")}
+    assert rows[("Ours", "points val")]["value"] == pytest.approx(val.mean())
+    # the paired row: per-target differences on the same targets, with their own CI
+    undeformed, _ = evaluate.evaluate_checkpoint(str(tiny_checkpoint), 3, False, False,
+                                                 deform=False, split="val")
+    paired = rows[("Undeformed - Ours", "points val")]
+    assert paired["metric"] == evaluate.PAIRED
+    assert paired["value"] == pytest.approx((undeformed - val).mean())
+    assert paired["ci_low"] <= paired["value"] <= paired["ci_high"]
+    n_points = json.loads((tiny_checkpoint / "config.json").read_text())["train"]["n_points"]
+    assert rows[("Sampling floor", "points val")]["value"] == pytest.approx(
+        evaluate.sampling_floor("chair", 3, n_points, split="val").mean())
 
 
 def test_sigma_k_start_equal_and_are_trained(tiny_checkpoint):
@@ -384,6 +423,14 @@ def test_fit_normalization_flags_reach_training(tmp_path):
     assert not torch.equal(runs["default"].retrieval.sigma(idx), runs["printed"].retrieval.sigma(idx))
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--fit-normalization", "shared"])
+    # new sources are auto-decoded with the checkpoint's own form of Eq. 2
+    from backend.methods.retrieval_deformation.autodecode import fit_library_checkpoint
+    builtin_library("chair", 2, seed=3, n_points=256).save(tmp_path / "lib")
+    for name, want in (("default", ("candidates", 1)), ("printed", ("per_source", 2))):
+        fitted = fit_library_checkpoint(tmp_path / name, tmp_path / "lib", FitConfig(steps=1),
+                                        targets=2, progress=False)
+        fit = load_checkpoint(fitted)[1]["fit"]["config"]
+        assert (fit["fit_normalization"], fit["sigma_power"]) == want
 
 
 def test_retrieval_gap_script_agrees_with_the_evaluation(tiny_checkpoint, tmp_path):

@@ -43,6 +43,10 @@ class FitConfig:
     """Adam learning rate of the code rows."""
     symmetry_weight: float = 1.0
     sigma0: float = SIGMA0
+    fit_normalization: str = "candidates"
+    sigma_power: int = 1
+    """Eq. 2's form (`joint.fit_probabilities`): the checkpoint's own, which
+    `fit_library_checkpoint` reads from its training config."""
     seed: int = 0
 
 
@@ -113,7 +117,8 @@ def code_losses(model: JointModel, inputs: torch.Tensor, target_points: torch.Te
     d2 = model.retrieval.distances(e_t, candidates)
     loss_def = deformation_loss(d2.detach(), out.fit, config.sigma0, weighted=False)
     loss_d = loss_def + config.symmetry_weight * out.symmetry.mean()
-    loss_emb = embedding_loss(d2, out.fit.detach(), model.retrieval.sigma(candidates), config.sigma0)
+    loss_emb = embedding_loss(d2, out.fit.detach(), model.retrieval.sigma(candidates), config.sigma0,
+                              config.fit_normalization, config.sigma_power)
     return loss_d, loss_emb
 
 
@@ -192,6 +197,9 @@ def fit_library_checkpoint(checkpoint: str | Path, library_dir: str | Path,
         views=int(train.get("views", 8)),
     )
     library = SourceLibrary.load(library_dir)
+    config = dataclasses.replace(config or FitConfig(),
+                                 fit_normalization=train.get("fit_normalization", "candidates"),
+                                 sigma_power=int(train.get("sigma_power", 1)))
     fitted, summary = fit_source_codes(model, library, data, config, progress)
     out = fitted_checkpoint_dir(library_dir, model.config.target)
     save_checkpoint(fitted, out, {"train": train, "fitted_from": str(checkpoint),

@@ -50,6 +50,7 @@ from backend.methods.retrieval_deformation.data import builtin_targets
 from backend.methods.retrieval_deformation.inference import retrieve_and_deform
 
 METRIC = "chamfer_l2sq_x1e2"
+PAIRED = "paired_difference_x1e2"
 FLOOR = "Sampling floor"
 SCALE = 1e2
 CONVENTION = ("squared chamfer, PyTorch3D convention (sum of the two directional means of "
@@ -84,8 +85,9 @@ def parse_variant(spec: str) -> Variant:
 def evaluate_checkpoint(path: str, count: int, ido: bool, oracle: bool, device: str = "cpu",
                         seed: int = 0, ido_max_iters: int = 2000, deform: bool = True,
                         category: str | None = None, batch: int = 25,
-                        oracle_ido_top: int = 10) -> tuple[np.ndarray, dict]:
-    """Per-target chamfer (x 1e2) of one checkpoint on ``count`` test targets.
+                        oracle_ido_top: int = 10, split: str = "test") -> tuple[np.ndarray, dict]:
+    """Per-target chamfer (x 1e2) of one checkpoint on ``count`` targets of ``split``
+    (test; val to choose between training options without looking at the test split).
 
     oracle: deform every source and keep the best fit (Table 2); otherwise the top-1
     retrieved source (Table 1). With both oracle and ido, IDO refines the
@@ -99,7 +101,7 @@ def evaluate_checkpoint(path: str, count: int, ido: bool, oracle: bool, device: 
     image = model.config.target == "image"
     train = doc.get("train", {})
     category = category or train.get("category", "chair")
-    targets = builtin_targets(category, "test", count, seed=seed,
+    targets = builtin_targets(category, split, count, seed=seed,
                               n_points=train.get("n_points", 2048), images=image,
                               resolution=train.get("resolution", 128), views=1)
     out = []
@@ -148,11 +150,13 @@ def resampled_points(category: str, seeds: np.ndarray, n_points: int, seed: int 
     return out
 
 
-def sampling_floor(category: str, count: int, n_points: int, seed: int = 0) -> np.ndarray:
+def sampling_floor(category: str, count: int, n_points: int, seed: int = 0,
+                   split: str = "test") -> np.ndarray:
     """Per-target chamfer (x 1e2) between the evaluation's samples of each of ``count``
-    test targets (`builtin_targets`, as `evaluate_checkpoint` draws them) and an independent
-    second sampling of the same shape with as many points. Returns (count,) float64."""
-    targets = builtin_targets(category, "test", count, seed=seed, n_points=n_points)
+    targets of ``split`` (`builtin_targets`, as `evaluate_checkpoint` draws them) and an
+    independent second sampling of the same shape with as many points. Returns (count,)
+    float64."""
+    targets = builtin_targets(category, split, count, seed=seed, n_points=n_points)
     again = resampled_points(category, targets.seeds, n_points, seed)
     fit = chamfer_distance(torch.from_numpy(targets.points), torch.from_numpy(again))
     return fit.chamfer.double().numpy() * SCALE
@@ -173,6 +177,8 @@ def ordering_checks(rows: list[dict]) -> list[dict]:
     """
     groups: dict[tuple[str, str], dict[str, float]] = {}
     for r in rows:
+        if r.get("metric", METRIC) != METRIC:  # e.g. the paired differences
+            continue
         groups.setdefault((r["category"], r["condition"]), {})[r["variant"]] = r["value"]
     out = []
     for (category, condition), v in sorted(groups.items()):
@@ -197,6 +203,26 @@ def ordering_checks(rows: list[dict]) -> list[dict]:
     return out
 
 
+def paired_differences(per_target: dict[tuple[str, str, str], np.ndarray],
+                       reference: str) -> list[dict]:
+    """Rows 'NAME - reference' per (category, condition): the mean over targets of each
+    row's per-target chamfer minus the reference row's on the same targets, with a 95 %
+    bootstrap CI of that mean (tighter than comparing two rows' CIs: the targets' own
+    difficulty cancels). per_target: (variant, category, condition) -> (n,) values."""
+    out = []
+    for (name, category, condition), values in per_target.items():
+        base = per_target.get((reference, category, condition))
+        if name == reference or base is None:
+            continue
+        ci = bootstrap_ci(values - base)
+        out.append({"variant": f"{name} - {reference}", "category": category,
+                    "condition": condition, "metric": PAIRED, "value": ci.value,
+                    "ci_low": ci.low, "ci_high": ci.high, "n": len(values)})
+        print(f"{out[-1]['variant']} ({category}, {condition}): {ci.value:+.4g} "
+              f"[{ci.low:+.4g}, {ci.high:+.4g}]", flush=True)
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", default=[],
                         metavar="NAME=CHECKPOINT[:nodeform][:ido]",
@@ -206,6 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a Table 2 row (oracle retrieval) and its checkpoint (repeat)")
     parser.add_argument("--category", default=None, help="override the checkpoints' category")
     parser.add_argument("--targets", type=int, default=200, help="test targets per category")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="targets' split; val rows get ' val' in their condition (use "
+                        "them to choose training options, the test split to report)")
     parser.add_argument("--oracle", action="store_true",
                         help="evaluate the --variant rows with oracle retrieval too (Table 2)")
     parser.add_argument("--sampling-floor", nargs="*", default=None,
@@ -213,6 +242,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add 'Sampling floor' rows (the chamfer of each target's samples "
                         "to a resampling of the same shape): for the cells given, or without "
                         "values for those of the checkpoints evaluated")
+    parser.add_argument("--paired-with", default=None, metavar="NAME",
+                        help="also give every other row of this call minus the row NAME of the "
+                        "same category and condition, per target (same targets), with a "
+                        "bootstrap CI: rows 'ROW - NAME', metric " + PAIRED)
     parser.add_argument("--ido-max-iters", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=25, help="targets evaluated at once")
     parser.add_argument("--oracle-ido-top", type=int, default=10,
@@ -230,30 +263,36 @@ def run(args: argparse.Namespace) -> int:
     floors = dict(parse_floor(s) for s in args.sampling_floor or [])
     if not jobs and not floors:
         raise ValueError("give at least one --variant, --oracle-variant or --sampling-floor cell")
-    rows = []
+    rows, split = [], "" if args.split == "test" else " " + args.split
+    per_target: dict[tuple[str, str, str], np.ndarray] = {}
     for v, oracle in jobs:
         values, doc = evaluate_checkpoint(v.checkpoint, args.targets, v.ido, oracle,
                                           args.device, ido_max_iters=args.ido_max_iters,
                                           deform=v.deform, category=args.category,
-                                          batch=args.batch, oracle_ido_top=args.oracle_ido_top)
+                                          batch=args.batch, oracle_ido_top=args.oracle_ido_top,
+                                          split=args.split)
         ci = bootstrap_ci(values)
         target = doc["model"]["target"] if isinstance(doc.get("model"), dict) else "?"
         rows.append({"variant": v.name,
                      "category": args.category or doc.get("train", {}).get("category", "?"),
-                     "condition": target + (" oracle" if oracle else ""),
+                     "condition": target + split + (" oracle" if oracle else ""),
                      "metric": METRIC, "value": ci.value, "ci_low": ci.low,
                      "ci_high": ci.high, "n": len(values)})
         print(f"{v.name} ({rows[-1]['category']}, {rows[-1]['condition']}): {ci.value:.4g} "
               f"[{ci.low:.4g}, {ci.high:.4g}]", flush=True)
+        per_target[(v.name, rows[-1]["category"], rows[-1]["condition"])] = values
         if args.sampling_floor == []:
             floors[(rows[-1]["category"], target)] = doc.get("train", {}).get("n_points", 2048)
     # the same targets in Table 1 and Table 2: one row in each
     for (category, target), n_points in floors.items():
-        ci = bootstrap_ci(sampling_floor(category, args.targets, n_points))
+        ci = bootstrap_ci(sampling_floor(category, args.targets, n_points, split=args.split))
         rows += [{"variant": FLOOR, "category": category, "condition": condition,
                   "metric": METRIC, "value": ci.value, "ci_low": ci.low, "ci_high": ci.high,
-                  "n": args.targets} for condition in (target, target + " oracle")]
+                  "n": args.targets}
+                 for condition in (target + split, target + split + " oracle")]
         print(f"{FLOOR} ({category}, {target}, {n_points} points): {ci.value:.4g}", flush=True)
+    if args.paired_with:
+        rows += paired_differences(per_target, args.paired_with)
     commands = [" ".join(sys.argv)]
     if args.append:
         old_rows, old_commands = previous_results(args.json)
