@@ -26,10 +26,15 @@
 #                                           flags (default "": the paper's size). The epoch
 #                                           lines of $WORK/rd/*.log give the seconds so far.
 #   benchmarks/gpu_session.sh rd-wait SECS  wait up to SECS for the cells, print their logs
-#   benchmarks/gpu_session.sh rd-runs SECS SPEC...
+#   benchmarks/gpu_session.sh rd-runs SECS SPEC... [then SPEC...]...
 #                                           train retrieval_deformation runs side by side,
 #                                           SPEC = NAME:CATEGORY:TARGET[:FLAG,FLAG...] (e.g.
-#                                           chair_points_ours_ido:chair:points:--ido-in-training),
+#                                           chair_points_ours_ido:chair:points:--ido-in-training;
+#                                           @NAME in a flag is run NAME's directory); a wave
+#                                           after "then" starts when the one before is done
+#                                           (e.g. DAR after its DF:
+#                                           d:chair:points:--sampling,random_pairs then
+#                                           a:chair:points:--baseline,dar,--deformation,@d),
 #                                           all at CONFIG (default --cpu-config), seed 0, on
 #                                           DEVICE (default cuda); wait up to SECS, then pack
 #                                           the finished ones (fp16; one library per category,
@@ -39,7 +44,8 @@
 #                                           back here (on the CPU) after copying a library in.
 #   benchmarks/gpu_session.sh rd-finish     pack the cells' results file
 #                                           (retrieval_deformation_gpu.{json,md}), logs and
-#                                           fp16 copies of Ours / Ours w/ IDO into $OUT
+#                                           fp16 copies of Ours / Ours w/ IDO (one library
+#                                           per category, as rd-runs) into $OUT
 #                                           (rd.tar.*). Back here: untar, commit the results
 #                                           under benchmarks/results/, ship a checkpoint with
 #                                           its card only if it is better and <= 25 MB.
@@ -57,10 +63,19 @@
 # ~18 min for the 2170 steps: over one command's 10 minutes. Leave IDO_TRAINING unset
 # unless a longer lease is lent.
 #
+# Session 16 (H200): the machine started in ~40 s; 14 rd-runs trainings at the CPU config side
+# by side took 95-123 s (points) and 242-302 s (images); what comes back from $OUT is capped
+# near 60 MB in all (4 parts of 15 MB came back, a 5th was refused "total"): while the
+# machine is warm (30 s), a second call can copy the rest into $OUT. IDO in training
+# (--ido-in-training) ran 500-900 IDO iterations per step, 2.9-5.3 s per step with 13 other
+# runs on the GPU; IDO then looked at its stopped candidates every iteration (two waits for
+# the device each); since session 16 it looks every 16 (`sync_every`), not yet timed.
+#
 # Needs the package bundle of ../shared/tools/cuda-site-bundle.sh in .cuda-site/ (carried,
-# git-ignored). The device takes 64 MiB of working tree: move the retrieval_deformation
-# checkpoints but chair_points out of the tree for the call (the benches use that one, and
-# `finish` the feature_matching ones), and put them back after.
+# git-ignored), built with EXTRA_WHEELS=manifold3d (the built-in shapes need it). The device
+# takes 64 MiB of working tree: move the retrieval_deformation checkpoints but chair_points
+# out of the tree for the call (the benches use that one, and `finish` the feature_matching
+# ones), or all of backend/zoo for the rd commands (they use none), and put them back after.
 set -uo pipefail
 case "${1:-}" in  # usage before anything is unpacked
   bench|train|wait|finish|rd|rd-wait|rd-finish|rd-runs) ;;
@@ -75,6 +90,30 @@ if [ ! -d /tmp/site ]; then
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 py() { python3 -m backend "$@"; }
+
+# pack_fp16 PACK RUN...: fp16 copies of the finished runs into PACK, one library per
+# category (PACK/library_CATEGORY; the others are dropped: a library rebuilds bit for bit from
+# category, sources, seed and points, and PACK/library.sha256 lets that be checked)
+pack_fp16() {
+  python3 - "$@" <<'PY'
+import hashlib, json, shutil, sys
+from pathlib import Path
+from backend.methods.retrieval_deformation.checkpoint import export_fp16
+pack, runs = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
+with open(pack / "library.sha256", "a") as sums:
+    for run in sorted(p for p in runs if (p / "model.pt").is_file()):
+        if (pack / run.name).exists():
+            continue
+        dst = export_fp16(run, pack / run.name)
+        for f in sorted((dst / "library").iterdir()):
+            sums.write(f"{run.name} {hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n")
+        keep = pack / ("library_" + json.loads((run / "config.json").read_text())["train"]["category"])
+        if keep.exists():
+            shutil.rmtree(dst / "library")
+        else:
+            (dst / "library").rename(keep)
+PY
+}
 
 case "${1:-}" in
   bench)
@@ -158,17 +197,20 @@ case "${1:-}" in
     secs="${2:?seconds to wait}"; shift 2
     runs="$WORK/rdruns"
     mkdir -p "$runs"
-    for spec in "$@"; do
+    end=$((SECONDS + secs))
+    waiting() { pgrep -f "backend train retrieval_deformation" > /dev/null; }
+    for spec in "$@" then; do
+      if [ "$spec" = then ]; then  # the end of a wave: wait for it (e.g. DF before DAR)
+        while [ $SECONDS -lt $end ] && waiting; do sleep 5; done
+        continue
+      fi
       IFS=: read -r name cat target flags <<< "$spec"
+      flags="${flags//,/ }"
       # shellcheck disable=SC2086  # CONFIG and the flags are word lists
       OMP_NUM_THREADS=1 setsid nohup python3 -m backend train retrieval_deformation \
         --target "$target" --category "$cat" ${CONFIG---cpu-config} --seed 0 \
-        --device "${DEVICE:-cuda}" --out "$runs/$name" ${flags//,/ } \
+        --device "${DEVICE:-cuda}" --out "$runs/$name" ${flags//@/$runs/} \
         > "$runs/$name.log" 2>&1 < /dev/null &
-    done
-    end=$((SECONDS + secs))
-    while [ $SECONDS -lt $end ] && pgrep -f "backend train retrieval_deformation" > /dev/null; do
-      sleep 5
     done
     echo "waited $SECONDS s"
     tail -n 2 "$runs"/*.log
@@ -176,23 +218,7 @@ case "${1:-}" in
     pack="$WORK/rdrunspack"
     mkdir -p "$pack"
     cp "$runs"/*.log "$pack/"
-    python3 - "$runs" "$pack" <<'PY'
-import hashlib, json, shutil, sys
-from pathlib import Path
-from backend.methods.retrieval_deformation.checkpoint import export_fp16
-runs, pack = Path(sys.argv[1]), Path(sys.argv[2])
-with open(pack / "library.sha256", "w") as sums:
-    for run in sorted(p for p in runs.iterdir() if (p / "model.pt").is_file()):
-        dst = export_fp16(run, pack / run.name)
-        for f in sorted((dst / "library").iterdir()):
-            sums.write(f"{run.name} {hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n")
-        # one library per category comes back (in case it does not rebuild bit for bit here)
-        keep = pack / ("library_" + json.loads((run / "config.json").read_text())["train"]["category"])
-        if keep.exists():
-            shutil.rmtree(dst / "library")
-        else:
-            (dst / "library").rename(keep)
-PY
+    pack_fp16 "$pack" "$runs"/*/
     tar -C "$WORK" -cf - rdrunspack | split -b 15M - "$OUT/rdruns.tar."
     ls -la "$OUT"
     ;;
@@ -200,11 +226,7 @@ PY
     pack="$WORK/rdpack"
     mkdir -p "$pack"
     cp "$WORK"/rd/retrieval_deformation_gpu.* "$WORK"/rd/*.log "$pack/" 2>/dev/null
-    for run in "$WORK"/rd/*_ours "$WORK"/rd/*_ours_ido; do
-      [ -f "$run/model.pt" ] && [ ! -d "$pack/$(basename "$run")" ] || continue
-      python3 -c "import sys; from backend.methods.retrieval_deformation.checkpoint import export_fp16; export_fp16(*sys.argv[1:])" \
-        "$run" "$pack/$(basename "$run")"
-    done
+    pack_fp16 "$pack" "$WORK"/rd/*_ours "$WORK"/rd/*_ours_ido
     tar -C "$WORK" -cf - rdpack | split -b 15M - "$OUT/rd.tar."
     ls -la "$OUT"
     ;;
