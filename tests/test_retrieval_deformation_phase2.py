@@ -370,6 +370,9 @@ def test_eval_on_the_val_split_labels_its_rows_and_uses_val_targets(tiny_checkpo
     assert paired["metric"] == evaluate.PAIRED
     assert paired["value"] == pytest.approx((undeformed - val).mean())
     assert paired["ci_low"] <= paired["value"] <= paired["ci_high"]
+    with pytest.raises(ValueError, match="--paired-with 'Nope'"):
+        _run(evaluate, ["--targets", "2", "--variant", f"Ours={tiny_checkpoint}",
+                        "--paired-with", "Nope"])
     n_points = json.loads((tiny_checkpoint / "config.json").read_text())["train"]["n_points"]
     assert rows[("Sampling floor", "points val")]["value"] == pytest.approx(
         evaluate.sampling_floor("chair", 3, n_points, split="val").mean())

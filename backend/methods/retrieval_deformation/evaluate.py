@@ -263,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
     floors = dict(parse_floor(s) for s in args.sampling_floor or [])
     if not jobs and not floors:
         raise ValueError("give at least one --variant, --oracle-variant or --sampling-floor cell")
+    names = sorted({v.name for v, _ in jobs})
+    if args.paired_with is not None and args.paired_with not in names:
+        raise ValueError(f"--paired-with {args.paired_with!r}: no row of that name in this call "
+                         f"(rows: {names})")
     rows, split = [], "" if args.split == "test" else " " + args.split
     per_target: dict[tuple[str, str, str], np.ndarray] = {}
     for v, oracle in jobs:
