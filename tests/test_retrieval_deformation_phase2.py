@@ -415,21 +415,21 @@ def test_fit_normalization_flags_reach_training(tmp_path):
     train_cli.add_arguments(parser)
     runs = {}
     for name, flags in (("default", []),
-                        ("printed", ["--fit-normalization", "per_source", "--sigma-power", "2"])):
+                        ("before", ["--fit-normalization", "candidates", "--sigma-power", "1"])):
         args = parser.parse_args(["--tiny", "--out", str(tmp_path / name), "--max-steps", "2",
                                   "--device", "cpu", *flags])
         assert train_cli.run(args) == 0
         runs[name], doc = load_checkpoint(tmp_path / name)
-        want = ("per_source", 2) if flags else ("candidates", 1)
+        want = ("candidates", 1) if flags else ("per_source", 2)  # the default: as printed
         assert (doc["train"]["fit_normalization"], doc["train"]["sigma_power"]) == want
     idx = torch.arange(len(runs["default"].library))
-    assert not torch.equal(runs["default"].retrieval.sigma(idx), runs["printed"].retrieval.sigma(idx))
+    assert not torch.equal(runs["default"].retrieval.sigma(idx), runs["before"].retrieval.sigma(idx))
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--fit-normalization", "shared"])
     # new sources are auto-decoded with the checkpoint's own form of Eq. 2
     from backend.methods.retrieval_deformation.autodecode import fit_library_checkpoint
     builtin_library("chair", 2, seed=3, n_points=256).save(tmp_path / "lib")
-    for name, want in (("default", ("candidates", 1)), ("printed", ("per_source", 2))):
+    for name, want in (("default", ("per_source", 2)), ("before", ("candidates", 1))):
         fitted = fit_library_checkpoint(tmp_path / name, tmp_path / "lib", FitConfig(steps=1),
                                         targets=2, progress=False)
         fit = load_checkpoint(fitted)[1]["fit"]["config"]

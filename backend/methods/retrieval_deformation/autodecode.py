@@ -43,10 +43,11 @@ class FitConfig:
     """Adam learning rate of the code rows."""
     symmetry_weight: float = 1.0
     sigma0: float = SIGMA0
-    fit_normalization: str = "candidates"
-    sigma_power: int = 1
+    fit_normalization: str = "per_source"
+    sigma_power: int = 2
     """Eq. 2's form (`joint.fit_probabilities`): the checkpoint's own, which
-    `fit_library_checkpoint` reads from its training config."""
+    `fit_library_checkpoint` reads from its training config (a checkpoint from before
+    session 15 records none: it was trained with candidates, 1)."""
     seed: int = 0
 
 
