@@ -26,6 +26,7 @@ from backend.methods.retrieval_deformation.joint import (
     deform_candidates,
     deformation_loss,
     embedding_loss,
+    recorded_fit_form,
 )
 from backend.methods.retrieval_deformation.library import SourceLibrary
 
@@ -198,9 +199,9 @@ def fit_library_checkpoint(checkpoint: str | Path, library_dir: str | Path,
         views=int(train.get("views", 8)),
     )
     library = SourceLibrary.load(library_dir)
-    config = dataclasses.replace(config or FitConfig(),
-                                 fit_normalization=train.get("fit_normalization", "candidates"),
-                                 sigma_power=int(train.get("sigma_power", 1)))
+    normalization, power = recorded_fit_form(train)
+    config = dataclasses.replace(config or FitConfig(), fit_normalization=normalization,
+                                 sigma_power=power)
     fitted, summary = fit_source_codes(model, library, data, config, progress)
     out = fitted_checkpoint_dir(library_dir, model.config.target)
     save_checkpoint(fitted, out, {"train": train, "fitted_from": str(checkpoint),

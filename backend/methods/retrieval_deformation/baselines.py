@@ -28,6 +28,7 @@ from backend.methods.retrieval_deformation.data import Targets, builtin_targets
 from backend.methods.retrieval_deformation.joint import (
     deform_candidates,
     embedding_loss,
+    recorded_fit_form,
     soft_retrieval,
 )
 from backend.methods.retrieval_deformation.model import make_encoder
@@ -149,6 +150,7 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
     k = min(int(train.get("k", 10)), len(model.library))
     batch = min(int(train.get("batch_size", 16)), len(data.points))
     sigma0 = float(train.get("sigma0", 100.0))
+    form = recorded_fit_form(train)  # Eq. 2 as DF's training recorded it
     start, loss = time.perf_counter(), torch.zeros(())
     for step in range(steps):
         index = rng.choice(len(data.points), batch, replace=False)
@@ -160,9 +162,7 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
             fit = deform_candidates(model.deformation, model.deformation.encoder(inputs), cand,
                                     model.library.batch(cand.reshape(-1), device), tgt).fit
         d2 = fresh.distances(fresh.encoder(inputs), cand)
-        loss = embedding_loss(d2, fit, fresh.sigma(cand), sigma0,
-                              train.get("fit_normalization", "candidates"),
-                              int(train.get("sigma_power", 1)))
+        loss = embedding_loss(d2, fit, fresh.sigma(cand), sigma0, *form)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -44,6 +44,12 @@ def retrieval_probabilities(d2: torch.Tensor, sigma0: float = SIGMA0) -> torch.T
 FIT_NORMALIZATIONS = ("candidates", "per_source")
 
 
+def recorded_fit_form(train: dict) -> tuple[str, int]:
+    """(normalization, sigma_power) of Eq. 2 that a checkpoint's training config records;
+    a checkpoint from before session 15 records none and was trained with ("candidates", 1)."""
+    return train.get("fit_normalization", "candidates"), int(train.get("sigma_power", 1))
+
+
 def fit_probabilities(fit: torch.Tensor, sigma: torch.Tensor, scale: float = FIT_SCALE,
                       normalization: str = "candidates", sigma_power: int = 1) -> torch.Tensor:
     """p(s_k; t, S_t, d_fit, sigma_k) of Eq. 2, with T_k = sigma_k ** sigma_power.
