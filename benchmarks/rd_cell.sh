@@ -17,7 +17,9 @@
 #
 # Environment: SHAPEBRIDGE (the command, default .venv/bin/shapebridge), CONFIG (training
 # size, default --cpu-config; "" is the paper's), RESULTS (results file), TARGETS (test
-# targets), JOBS (trainings at once, default 2: one per core), IDO_TRAINING=1 (also train the
+# targets), JOBS (trainings at once, default 2: one per core), SEED (--seed of every training,
+# default 0; it also draws the library's sources, so a seed is a whole replicate of the cell
+# and its rows belong in their own RESULTS file), IDO_TRAINING=1 (also train the
 # paper's "Ours w/ IDO", --ido-in-training, as ours_ido). The evaluation holds a lock on
 # RESULTS.lock, so cells run side by side append to one results file in turn.
 set -euo pipefail
@@ -29,6 +31,7 @@ results="${RESULTS:-benchmarks/results/retrieval_deformation.json}"
 config="${CONFIG---cpu-config}"   # CONFIG=--tiny: a seconds-long dry run; CONFIG="": paper size
 targets="${TARGETS:-200}"
 max_jobs="${JOBS:-2}"
+seed="${SEED:-0}"
 export OMP_NUM_THREADS=1
 base="$runs/${cat}_${target}"
 mkdir -p "$runs"
@@ -39,7 +42,7 @@ train() {  # train NAME ARGS...: one run unless its checkpoint exists
     echo "skip $name: ${base}_$name/model.pt exists"; return 0
   fi
   echo "train $name: $*"
-  "$sb" train retrieval_deformation --target "$target" --category "$cat" $config --seed 0 \
+  "$sb" train retrieval_deformation --target "$target" --category "$cat" $config --seed "$seed" \
     --out "${base}_$name" "$@" >"${base}_$name.log" 2>&1
 }
 
