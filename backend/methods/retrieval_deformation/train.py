@@ -9,12 +9,17 @@ to ``--logdir`` (default ``OUT/tb``); the checkpoint (see `checkpoint`) to ``--o
 Variants (``--sampling``): ``biased`` (Ours), ``uniform`` (Uniform Sampling ablation: the
 same joint training, candidates drawn uniformly), ``random_pairs`` (DF: the deformation
 module alone on random pairs, unweighted L_def; the pre-trained module of R+DF / DAR+DF).
+
+``--resume`` makes a long run (e.g. ``--ido-in-training`` on a CPU, ~13 h) survive being
+killed: the state is saved every ``--state-every`` seconds and the same command goes on
+from it, bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,10 +195,16 @@ def make_optimizers(model: JointModel, config: TrainConfig) -> dict:
 
 
 def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdir: str | Path | None = None,
-          device: str = "cpu", data_dir: str | None = None, progress: bool = True) -> dict:
+          device: str = "cpu", data_dir: str | None = None, progress: bool = True,
+          resume: bool = False, state_every_s: float = 600.0) -> dict:
     """Build the library and targets, train, write the checkpoint to ``out``.
 
-    Returns a summary: steps, seconds, last logged scalars.
+    resume: keep ``out/train_state.pt`` (weights, optimiser moments, every random stream and
+    the position in the epoch) up to date, every ``state_every_s`` seconds and when
+    ``max_steps`` stops the run, and start from it if it exists, so a killed training goes on
+    where it was and ends with the weights an uninterrupted one would have. The file is
+    removed once all epochs have run.
+    Returns a summary: steps, seconds (all runs of a resumed training), last logged scalars.
     """
     from torch.utils.tensorboard import SummaryWriter
 
@@ -212,15 +223,36 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
     model.deformation.train()
     model.retrieval.train()
     optimizers = make_optimizers(model, config)
-    writer = SummaryWriter(str(logdir or Path(out) / "tb"))
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    step, logs = 0, {}
-    n = len(targets.points)
-    for epoch in range(config.epochs):
-        order = rng.permutation(n)
-        for b0 in range(0, n - config.batch_size + 1, config.batch_size):
-            index = order[b0:b0 + config.batch_size]
+    state_path = Path(out) / STATE_FILE
+    position = {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0, "order": None}
+    if resume and state_path.is_file():
+        position = _load_state(state_path, model, optimizers, rng, generator, config, model_config)
+        if progress:
+            print(f"resumed {state_path} at epoch {position['epoch'] + 1} step {position['step']}",
+                  flush=True)
+    writer = SummaryWriter(str(logdir or Path(out) / "tb"), purge_step=position["step"] or None)
+    step, logs, n = position["step"], {}, len(targets.points)
+    before = position["seconds"]  # training seconds of earlier runs of a resumed training
+    last_save = time.perf_counter()
+
+    def elapsed() -> float:
+        return before + time.perf_counter() - start
+
+    def save_state(epoch: int, batch: int, order: np.ndarray) -> None:
+        _save_state(state_path, model, optimizers, rng, generator, config, model_config,
+                    {"epoch": epoch, "batch": batch, "step": step, "seconds": elapsed(),
+                     "order": order.tolist()})
+
+    stopped = False
+    for epoch in range(position["epoch"], config.epochs):
+        resumed_order = position["order"] if epoch == position["epoch"] else None
+        order = np.asarray(resumed_order) if resumed_order is not None else rng.permutation(n)
+        first = position["batch"] if epoch == position["epoch"] else 0
+        batches = range(0, n - config.batch_size + 1, config.batch_size)
+        for i in range(first, len(batches)):
+            index = order[batches[i]:batches[i] + config.batch_size]
             inputs = _inputs(model, targets, index, rng, device)
             pts = torch.from_numpy(targets.points[index]).to(device)
             uniform = config.sampling != "biased" or epoch < config.warmup_epochs
@@ -228,19 +260,76 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
             for key, value in logs.items():
                 writer.add_scalar(f"train/{key}", value, step)
             step += 1
-            if config.max_steps is not None and step >= config.max_steps:
+            stopped = config.max_steps is not None and step >= config.max_steps
+            if resume and (stopped or time.perf_counter() - last_save >= state_every_s):
+                save_state(epoch, i + 1, order)  # the next batch of this epoch
+                last_save = time.perf_counter()
+            if stopped:
                 break
         if progress:
-            print(f"epoch {epoch + 1}/{config.epochs} step {step} "
-                  f"({time.perf_counter() - start:.0f} s) " +
+            print(f"epoch {epoch + 1}/{config.epochs} step {step} ({elapsed():.0f} s) " +
                   " ".join(f"{k}={v:.4g}" for k, v in logs.items()), flush=True)
-        if config.max_steps is not None and step >= config.max_steps:
+        if stopped:
             break
     writer.close()
-    seconds = time.perf_counter() - start
+    seconds = elapsed()
     summary = {"steps": step, "seconds": round(seconds, 2), "device": str(device), "last": logs}
+    if position["step"]:
+        summary["resumed_at_step"] = position["step"]
     save_checkpoint(model, out, {"train": dataclasses.asdict(config), "summary": summary})
+    if not stopped:
+        state_path.unlink(missing_ok=True)  # finished: nothing left to resume
     return summary
+
+
+STATE_FILE = "train_state.pt"
+"""Resumable state of an unfinished ``--resume`` training, in its checkpoint directory."""
+
+
+def _save_state(path: Path, model: JointModel, optimizers: dict, rng: np.random.Generator,
+                generator: torch.Generator, config: TrainConfig, model_config: ModelConfig,
+                position: dict) -> None:
+    """Write everything the next step depends on (atomically: a kill mid-write keeps the
+    previous state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "deformation": model.deformation.state_dict(), "retrieval": model.retrieval.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "meta": json.dumps({"position": position, "numpy_rng": rng.bit_generator.state,
+                            "train": _resume_key(config), "model": model_config.to_json()}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _resume_key(config: TrainConfig) -> dict:
+    """The config a state must match to be resumed: all of it but the step limit (a run
+    stopped by --max-steps can be extended)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "max_steps"}
+
+
+def _load_state(path: Path, model: JointModel, optimizers: dict, rng: np.random.Generator,
+                generator: torch.Generator, config: TrainConfig, model_config: ModelConfig) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = json.loads(state["meta"])
+    want = json.loads(json.dumps({"train": _resume_key(config), "model": model_config.to_json()}))
+    for key in ("train", "model"):
+        if meta[key] != want[key]:
+            diff = sorted(k for k in set(meta[key]) | set(want[key])
+                          if meta[key].get(k) != want[key].get(k))
+            raise ValueError(f"cannot resume {path}: it was written by a training with another "
+                             f"{key} config (differs in {', '.join(diff)}); use another --out "
+                             f"or delete the file")
+    model.deformation.load_state_dict(state["deformation"])
+    model.retrieval.load_state_dict(state["retrieval"])
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = meta["numpy_rng"]
+    return meta["position"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -256,6 +345,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     parser.add_argument("--cpu-config", action="store_true",
                         help="the CPU default (<= 60 min on one core, see cpu_configs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep OUT/train_state.pt up to date (every --state-every seconds) and "
+                        "go on from it if it exists: a killed run resumes where it was")
+    parser.add_argument("--state-every", type=float, default=600.0, metavar="SECONDS",
+                        help="--resume: seconds between state saves (default 600)")
     parser.add_argument("--sampling", choices=SAMPLINGS, default=None)
     parser.add_argument("--ido-in-training", action="store_true", default=None)
     parser.add_argument("--baseline", choices=("r", "dar"), default=None,
@@ -306,7 +400,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "baseline", None):
         return _run_baseline(args)
     model, config = configs_from_args(args)
-    summary = train(model, config, args.out, args.logdir, args.device, args.data)
+    summary = train(model, config, args.out, args.logdir, args.device, args.data,
+                    resume=getattr(args, "resume", False),
+                    state_every_s=getattr(args, "state_every", 600.0))
     print(f"wrote {args.out} ({summary['steps']} steps in {summary['seconds']} s)")
     return 0
 
