@@ -20,8 +20,10 @@
 # targets), JOBS (trainings at once, default 2: one per core), SEED (--seed of every training,
 # default 0; it also draws the library's sources, so a seed is a whole replicate of the cell
 # and its rows belong in their own RESULTS file), IDO_TRAINING=1 (also train the
-# paper's "Ours w/ IDO", --ido-in-training, as ours_ido). The evaluation holds a lock on
-# RESULTS.lock, so cells run side by side append to one results file in turn.
+# paper's "Ours w/ IDO", --ido-in-training, as ours_ido: ~13 h of one core at the CPU config,
+# run with --resume, so rerunning the script after a kill goes on from the saved state). The
+# evaluation holds a lock on RESULTS.lock, so cells run side by side append to one results
+# file in turn.
 set -euo pipefail
 cat="${1:?category}"
 target="${2:?points or image}"
@@ -57,7 +59,7 @@ pool() {  # pool CMD...: run the commands, at most $max_jobs at a time; fail if 
 }
 
 first=("train ours" "train df --sampling random_pairs" "train uniform --sampling uniform")
-[[ "${IDO_TRAINING:-0}" == 1 ]] && first+=("train ours_ido --ido-in-training")
+[[ "${IDO_TRAINING:-0}" == 1 ]] && first+=("train ours_ido --ido-in-training --resume")
 pool "${first[@]}"
 # R and DAR retrieve over the random-pairs deformation (DF), so they start after it
 pool "train dar --baseline dar --deformation ${base}_df" \
