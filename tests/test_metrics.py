@@ -166,6 +166,9 @@ def test_dense_nearest_index_matches_pytorch3d_knn(budget):
     ours = M._nearest_index_dense(p, q, q_len, budget=budget)
     ref = knn_points(p, q, lengths2=q_len, K=1).idx[..., 0]
     assert torch.equal(ours, ref)
+    q[2, 1:] = float("nan")  # whatever the padding holds, it is never chosen
+    only = M._nearest_index_dense(p, q, q_len, budget=budget)[2]
+    assert torch.equal(only, torch.zeros(50, dtype=torch.int64))
 
 
 def test_chamfer_unsquared_gradient_is_finite_on_coincident_points():
