@@ -180,6 +180,10 @@ def _nearest_distances(
     return sq if squared else _safe_sqrt(sq)
 
 
+_FAR = float(np.finfo(np.float32).max) / 4
+"""Squared norm given to padded points in `_nearest_index_dense`: beyond any real distance."""
+
+
 def _nearest_index_dense(p: torch.Tensor, q: torch.Tensor, q_len: torch.Tensor,
                          budget: int = 1 << 20) -> torch.Tensor:
     """Index of the Euclidean nearest neighbour in q of every point of p, (B, N) int64.
@@ -190,7 +194,7 @@ def _nearest_index_dense(p: torch.Tensor, q: torch.Tensor, q_len: torch.Tensor,
     as the squared distance does (||p||^2 is constant along a row, so it is left out),
     then numpy's argmin of each row (the first minimum, as torch's). Only the argmin is
     used: the caller recomputes the chosen distance exactly. Padded points of q (past
-    q_len) get ||q||^2 = inf and are never chosen. ``budget`` bounds the entries of the
+    q_len) get ||q||^2 = `_FAR` and are never chosen. ``budget`` bounds the entries of the
     distance block held at once.
 
     The product and the argmin are numpy's: for these K = 4 products numpy's BLAS is
@@ -201,7 +205,9 @@ def _nearest_index_dense(p: torch.Tensor, q: torch.Tensor, q_len: torch.Tensor,
     b, n, _ = p.shape
     m = q.shape[1]
     pad = torch.arange(m)[None, :] >= q_len[:, None]  # (B, M)
-    q_sq = (q * q).sum(-1).masked_fill(pad, float("inf"))
+    # padding: a huge finite |q|^2, not inf (BLAS kernels multiply their own zero padding
+    # by every entry, and 0 * inf raises numpy's invalid-value warning)
+    q_sq = (q * q).sum(-1).masked_fill(pad, _FAR)
     q_aug = torch.cat([-2.0 * q.masked_fill(pad[..., None], 0.0), q_sq[..., None]], -1)
     q_aug = q_aug.transpose(1, 2).contiguous().numpy()  # (B, 4, M)
     p_aug = torch.cat([p, p.new_ones(b, n, 1)], -1).contiguous().numpy()  # (B, N, 4)
