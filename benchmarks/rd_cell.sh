@@ -20,7 +20,7 @@
 # targets), JOBS (trainings at once, default 2: one per core), SEED (--seed of every training,
 # default 0; it also draws the library's sources, so a seed is a whole replicate of the cell
 # and its rows belong in their own RESULTS file), IDO_TRAINING=1 (also train the
-# paper's "Ours w/ IDO", --ido-in-training, as ours_ido: ~4.5 h of one core at the CPU config,
+# paper's "Ours w/ IDO", --ido-in-training, as ours_ido: ~3 h of one core at the CPU config,
 # run with --resume, so rerunning the script after a kill goes on from the saved state). The
 # evaluation holds a lock on RESULTS.lock, so cells run side by side append to one results
 # file in turn.

@@ -10,7 +10,7 @@ Variants (``--sampling``): ``biased`` (Ours), ``uniform`` (Uniform Sampling abla
 same joint training, candidates drawn uniformly), ``random_pairs`` (DF: the deformation
 module alone on random pairs, unweighted L_def; the pre-trained module of R+DF / DAR+DF).
 
-``--resume`` makes a long run (e.g. ``--ido-in-training`` on a CPU, ~4.5 h) survive being
+``--resume`` makes a long run (e.g. ``--ido-in-training`` on a CPU, ~3 h) survive being
 killed: the state is saved every ``--state-every`` seconds and the same command goes on
 from it, bit-identical to an uninterrupted run.
 """
