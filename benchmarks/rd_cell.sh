@@ -21,7 +21,8 @@
 # default 0; it also draws the library's sources, so a seed is a whole replicate of the cell
 # and its rows belong in their own RESULTS file), IDO_TRAINING=1 (also train the
 # paper's "Ours w/ IDO", --ido-in-training, as ours_ido: ~3 h of one core at the CPU config,
-# run with --resume, so rerunning the script after a kill goes on from the saved state). The
+# run with --resume, so rerunning the script after a kill goes on from the saved state;
+# IDO_WORKERS=N runs its IDO in N processes, --ido-workers: ~2 h with 2 on the 2 cores). The
 # evaluation holds a lock on RESULTS.lock, so cells run side by side append to one results
 # file in turn.
 set -euo pipefail
@@ -59,7 +60,7 @@ pool() {  # pool CMD...: run the commands, at most $max_jobs at a time; fail if 
 }
 
 first=("train ours" "train df --sampling random_pairs" "train uniform --sampling uniform")
-[[ "${IDO_TRAINING:-0}" == 1 ]] && first+=("train ours_ido --ido-in-training --resume")
+[[ "${IDO_TRAINING:-0}" == 1 ]] && first+=("train ours_ido --ido-in-training --resume --ido-workers ${IDO_WORKERS:-1}")
 pool "${first[@]}"
 # R and DAR retrieve over the random-pairs deformation (DF), so they start after it
 pool "train dar --baseline dar --deformation ${base}_df" \

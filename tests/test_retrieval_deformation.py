@@ -265,6 +265,27 @@ def test_ido_batched_matches_per_candidate_loop_and_keeps_joints(library):
         assert_close(lazy.params, res.params, atol=1e-6)
 
 
+
+def test_ido_pool_matches_one_process(library):
+    """IDO shared among 2 worker processes (interleaved candidates, put back in order)
+    gives the single-process iterations and fits, parameters to float rounding."""
+    from backend.methods.retrieval_deformation.joint import IDOPool
+
+    idx = np.array([0, 1, 2, 3, 1])
+    batch = library.batch(idx, "cpu")
+    target = torch.from_numpy(library.points[[3, 3, 2, 0, 1]] * np.float32(1.1))
+    params = torch.zeros(5, batch.centers.shape[1], 6)
+    one = inner_deformation_optimization(params, batch, target, 0.5, 30, 1e-5)
+    with IDOPool(2) as pool:
+        shared = pool(params, batch, target, 0.5, 30, 1e-5)
+    assert len(set(one.iterations.tolist())) > 1, one.iterations
+    assert torch.equal(shared.iterations, one.iterations)
+    assert_close(shared.fit, one.fit, atol=1e-7)
+    assert_close(shared.params, one.params, atol=1e-6)
+    assert_close(shared.points, one.points, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        IDOPool(1)
+
 # ------------------------------------------------------------------ library
 def test_folder_library_uses_obj_groups_and_round_trips(tmp_path):
     def box(lo, hi, offset):
@@ -349,6 +370,25 @@ def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(tmp_path
                               "--resume", "--out", str(tmp_path / "other")])
     with pytest.raises(ValueError, match="differs in .*lr"):
         train_cli.run(args)
+
+
+def test_ido_training_with_worker_processes_logs_the_same_fits(tmp_path):
+    """--ido-in-training --ido-workers 2 (IDO in 2 processes) logs the IDO iterations and
+    the fits of the single-process run, and records its worker count."""
+    def train(out, *extra):
+        parser = argparse.ArgumentParser()
+        train_cli.add_arguments(parser)
+        args = parser.parse_args(["--tiny", "--target", "points", "--max-steps", "2",
+                                  "--ido-in-training", "--out", str(out), *extra])
+        assert train_cli.run(args) == 0
+        return json.loads((out / "config.json").read_text())["summary"]
+
+    one = train(tmp_path / "one")
+    two = train(tmp_path / "two", "--ido-workers", "2")
+    assert two["ido_workers"] == 2 and "ido_workers" not in one
+    assert two["last"]["ido_iters"] == one["last"]["ido_iters"] > 0
+    for key in ("fit_used", "loss_emb", "loss_def"):
+        assert two["last"][key] == pytest.approx(one["last"][key], rel=1e-5), key
 
 
 @pytest.mark.parametrize("target", ["points", "image"])
