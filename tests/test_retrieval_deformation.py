@@ -265,7 +265,6 @@ def test_ido_batched_matches_per_candidate_loop_and_keeps_joints(library):
         assert_close(lazy.params, res.params, atol=1e-6)
 
 
-
 def test_ido_pool_matches_one_process(library):
     """IDO shared among 2 worker processes (interleaved candidates, put back in order)
     gives the single-process iterations and fits, parameters to float rounding."""
@@ -285,6 +284,7 @@ def test_ido_pool_matches_one_process(library):
     assert_close(shared.points, one.points, atol=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
         IDOPool(1)
+
 
 # ------------------------------------------------------------------ library
 def test_folder_library_uses_obj_groups_and_round_trips(tmp_path):

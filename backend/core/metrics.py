@@ -199,8 +199,9 @@ def _nearest_index_dense(p: torch.Tensor, q: torch.Tensor, q_len: torch.Tensor,
 
     The product and the argmin are numpy's: for these K = 4 products numpy's BLAS is
     ~3x faster than torch's on the CPU, and torch's row argmin is not vectorised (~10x
-    slower); the search is ~3x faster than ``torch.addmm`` + ``argmin``
-    (``tests/test_metrics.py`` checks it against pytorch3d's ``knn_points``).
+    slower); the search is 4x (160 clouds of 512 points) to 14x (20k points) faster than
+    ``torch.addmm`` + ``argmin`` (``tests/test_metrics.py`` checks it against pytorch3d's
+    ``knn_points``).
     """
     b, n, _ = p.shape
     m = q.shape[1]

@@ -250,9 +250,10 @@ class IDOPool:
     Candidates are independent in IDO (each has its own chamfer, gradient and stopping
     step), so worker w takes candidates w, w + workers, ... (interleaved, since their
     iteration counts differ) and the results are put back in order: the iterations and fits
-    of one call on all of them, parameters equal to float32 rounding (tested). The workers (spawned once, one thread each) live until
-    `close`; use as a context manager. Python threads do not help here (measured: the
-    search blocks shared over 2 threads made IDO 1.5x slower), processes do.
+    of one call on all of them, parameters equal to float32 rounding (tested). The workers
+    (spawned once, one thread each) live until `close`; use as a context manager. Python
+    threads do not help here (measured: the search blocks shared over 2 threads made IDO
+    1.5x slower), processes do (1.7x on 2 cores).
     """
 
     def __init__(self, workers: int):
