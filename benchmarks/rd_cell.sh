@@ -22,7 +22,7 @@
 # and its rows belong in their own RESULTS file), IDO_TRAINING=1 (also train the
 # paper's "Ours w/ IDO", --ido-in-training, as ours_ido: ~3 h of one core at the CPU config,
 # run with --resume, so rerunning the script after a kill goes on from the saved state;
-# IDO_WORKERS=N runs its IDO in N processes, --ido-workers: ~2 h with 2 on the 2 cores). The
+# IDO_WORKERS=N runs its IDO in N processes, --ido-workers: ~1 h 50 min with 2 on the 2 cores). The
 # evaluation holds a lock on RESULTS.lock, so cells run side by side append to one results
 # file in turn.
 set -euo pipefail
