@@ -175,7 +175,7 @@ class IDOResult:
 
 
 def _select(batch: SourceBatch, mask: torch.Tensor) -> SourceBatch:
-    """The candidates of ``batch`` where ``mask`` (M,) is True."""
+    """The candidates of ``batch`` where ``mask`` (M,) is True (or at the indices ``mask``)."""
     return SourceBatch(*(getattr(batch, f.name)[mask] for f in fields(SourceBatch)))
 
 
@@ -239,11 +239,6 @@ def _ido_worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _ido_share(params: torch.Tensor, sources: SourceBatch, target_points: torch.Tensor,
-               lr: float, max_iters: int, tol: float) -> IDOResult:
-    return inner_deformation_optimization(params, sources, target_points, lr, max_iters, tol)
-
-
 class IDOPool:
     """`inner_deformation_optimization` on CPU candidates shared among worker processes.
 
@@ -268,9 +263,9 @@ class IDOPool:
         m = params.shape[0]
         shares = [torch.arange(w, m, self.workers) for w in range(self.workers)]
         shares = [idx for idx in shares if len(idx)]
-        parts = self._pool.starmap(_ido_share, [
-            (params[idx], SourceBatch(*(getattr(sources, f.name)[idx] for f in fields(SourceBatch))),
-             target_points[idx], lr, max_iters, tol) for idx in shares])
+        parts = self._pool.starmap(inner_deformation_optimization, [
+            (params[idx], _select(sources, idx), target_points[idx], lr, max_iters, tol)
+            for idx in shares])
         order = torch.cat(shares)
         out = []
         for name in ("params", "points", "fit", "iterations"):
