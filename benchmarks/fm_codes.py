@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     codes: dict[tuple[int, int], torch.Tensor] = {}
     mse = {n: [] for n in steps}
     for i, shape in enumerate(shapes):
-        vox = shape.occupancy_grid(64)
+        vox = shape.occupancy_grid(64, model.config.grid_half_extent)
         idx = sample_cells(vox, args.samples, np.random.default_rng(i))
-        points = cell_centers(idx, 64)
+        points = cell_centers(idx, 64, model.config.grid_half_extent)
         occupancy = torch.from_numpy(vox.reshape(-1)[idx])
         with torch.no_grad():
             codes[i, 0] = model.encoder(torch.from_numpy(vox)[None])[0]

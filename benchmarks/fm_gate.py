@@ -76,7 +76,8 @@ def refined_code(model, voxels: torch.Tensor, code: torch.Tensor, steps: int,
     vox = voxels.numpy()
     idx = sample_cells(vox, samples, np.random.default_rng(seed))
     occupancy = torch.from_numpy(vox.reshape(-1)[idx])
-    return auto_decode(model.decoder, cell_centers(idx, 64), occupancy, code, steps)[0]
+    points = cell_centers(idx, 64, model.config.grid_half_extent)
+    return auto_decode(model.decoder, points, occupancy, code, steps)[0]
 
 
 def compare(
@@ -122,7 +123,7 @@ def measure(
                 for i, (z, shape) in enumerate(((za, a), (zb, b))):
                     if (name, shape.seed) not in refined:
                         refined[name, shape.seed] = refined_code(
-                            model, pair.voxels[i], z, autodecode, shape.seed)
+                            model, ev.shape_voxels(model, shape), z, autodecode, shape.seed)
                 za, zb = refined[name, a.seed], refined[name, b.seed]
             cd, error = pair_measures(fields[name], pair, za, zb, config, mesh_b)
             part_cd[name].append(cd)

@@ -250,11 +250,16 @@ def test_primitive_sdf_bounds_and_mesh_agree(primitive, params):
 def test_occupancy_grid_matches_naive_occupancy():
     for category in CATEGORIES:
         shape = generate_shape(category, 4)
-        for res in (7, 32):
-            c = -0.5 + (np.arange(res) + 0.5) / res
+        for res, h in ((7, 0.5), (32, 0.5), (32, 0.625), (9, 0.3)):
+            c = 2 * h * ((np.arange(res) + 0.5) / res - 0.5)
             grid = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
             naive = shape.occupancy(grid).reshape(res, res, res)
-            assert np.array_equal(shape.occupancy_grid(res), naive)
+            assert np.array_equal(shape.occupancy_grid(res, h), naive)
+        # a wider grid leaves empty cells all around the shape's unit cube
+        wide = shape.occupancy_grid(32, 0.625)
+        assert wide.any() and not wide[:3].any() and not wide[-3:].any()
+    with pytest.raises(ValueError, match="half_extent"):
+        generate_shape("chair", 4).occupancy_grid(8, 0.0)
 
 
 # --------------------------------------------------------------------------- keypoints

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from backend.methods.feature_matching.model import (
     PRESETS,
     ImplicitDecoder,
     ImplicitModel,
+    ModelConfig,
     auto_decode,
     export_fp16,
     load_checkpoint,
@@ -124,6 +126,34 @@ def test_jacobian_matches_finite_differences(device, layers, weights):
     assert jac.shape == fd.shape == (64, fd.shape[1], 3)
     assert float(jac.detach().abs().max()) > 1e-2  # not trivially zero
     assert_close(jac.detach(), fd.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_frame_scale_is_a_scaling_of_the_canonical_points():
+    """A network with frame_scale s sees s x: its features equal those of the same weights
+    with s = 1 at s x, and its Jacobian (w.r.t. canonical x) is s times theirs and matches
+    finite differences; checkpoints written without the field load with s = 1."""
+    plain = tiny_decoder(1).double()
+    scaled = ImplicitDecoder(replace(plain.config, frame_scale=0.8)).double()
+    scaled.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(40, 3, generator=g, dtype=torch.float64) - 0.5
+    z = torch.rand(16, generator=g, dtype=torch.float64)
+    f_s, j_s = scaled.features_and_jacobian(x, z, (3, 6), (1.0, 0.1))
+    f_p, j_p = plain.features_and_jacobian(0.8 * x, z, (3, 6), (1.0, 0.1))
+    assert_close(f_s, f_p, 1e-12)
+    assert_close(j_s, 0.8 * j_p, 1e-12)
+    assert_close(scaled(x, z), plain(0.8 * x, z), 1e-12)
+    eps = 1e-6
+    fd = torch.stack([(scaled.features_and_jacobian(x + e, z, (3, 6), (1.0, 0.1), False)[0]
+                       - scaled.features_and_jacobian(x - e, z, (3, 6), (1.0, 0.1), False)[0])
+                      / (2 * eps) for e in torch.eye(3, dtype=torch.float64) * eps], -1)
+    assert_close(j_s.detach(), fd.detach(), atol=1e-6, rtol=1e-5)
+    assert scaled.config.grid_half_extent == 0.625 and plain.config.grid_half_extent == 0.5
+    old = plain.config.to_dict()
+    del old["frame_scale"]
+    assert ModelConfig.from_dict(old).frame_scale == 1.0
+    with pytest.raises(ValueError, match="frame_scale"):
+        ModelConfig(frame_scale=1.5)
 
 
 @pytest.mark.parametrize("n", [1, 5, 17])
@@ -244,11 +274,12 @@ def test_closest_point_and_nearest_surface_against_brute_force():
 
 
 @pytest.mark.parametrize("category", ["chair", "table", "airplane"])
-def test_voxelize_mesh_matches_analytic_occupancy(category):
+@pytest.mark.parametrize("half_extent", [0.5, 0.625])
+def test_voxelize_mesh_matches_analytic_occupancy(category, half_extent):
     shape = generate_shape(category, 11)
     mesh = shape.mesh()
-    vox = voxelize_mesh(mesh.vertices, mesh.faces, 32)
-    gt = shape.occupancy_grid(32)
+    vox = voxelize_mesh(mesh.vertices, mesh.faces, 32, half_extent)
+    gt = shape.occupancy_grid(32, half_extent)
     assert gt.sum() > 0
     assert (vox != gt).sum() <= 0.002 * gt.size
 
@@ -272,6 +303,10 @@ def test_sample_cells_keep_surface_cells_and_centres():
     assert float(pts.abs().max()) < 0.5
     # centre of flat index -> grid coordinates
     assert_close(cell_centers(torch.tensor([0]), 16)[0], torch.tensor([-0.5 + 1 / 32] * 3), 1e-7)
+    # a network grid over [-h, h]^3: the same cells, scaled
+    assert_close(cell_centers(idx, 16, 0.625), pts * 1.25, 1e-6)
+    assert_close(cell_centers(torch.tensor([16**3 - 1]), 16, 0.625)[0],
+                 torch.tensor([0.625 - 1.25 / 32] * 3), 1e-6)
 
 
 # ------------------------------------------------------------------ codes, training
@@ -337,14 +372,30 @@ def test_train_cli_writes_checkpoint_and_card(tmp_path):
     assert train_mod.run(bad) == 2
 
 
-def test_training_set_samples_are_consistent():
+@pytest.mark.parametrize("half_extent", [0.5, 0.625])
+def test_training_set_samples_are_consistent(half_extent):
     seeds = category_seeds("chair", "train", 2)
-    data = build_training_set("chair", seeds, counts=(4096, 4096, 4096))
+    data = build_training_set("chair", seeds, counts=(4096, 4096, 4096), half_extent=half_extent)
     shape = generate_shape("chair", seeds[1])
-    grid = shape.occupancy_grid(64)
+    grid = shape.occupancy_grid(64, half_extent)
     assert np.array_equal(data.voxels[1], grid)
     assert np.array_equal(data.occupancy[2][1], grid.reshape(-1)[data.cells[2][1]])
     assert 0 < data.occupancy[2][1].mean() < 1  # surface-biased: both classes present
+    # the stored 16^3 cells hold the shape's occupancy at their canonical centres
+    centres = cell_centers(torch.from_numpy(data.cells[0][1]), 16, half_extent).numpy()
+    assert np.array_equal(data.occupancy[0][1], shape.occupancy(centres))
+
+
+def test_training_with_a_frame_margin_records_it(tmp_path):
+    cfg = train_mod.TrainConfig(preset="tiny", shapes=2, phase_iterations=(1, 0, 1), batch_shapes=2,
+                                points_per_shape=256, log_every=1, counts=(4096, 4096, 4096),
+                                frame_scale=0.8)
+    model, record = train_mod.train(cfg, log=None)
+    assert model.config.frame_scale == 0.8 and record["model"]["frame_scale"] == 0.8
+    save_checkpoint(tmp_path / "m.pt", model, record)
+    assert load_checkpoint(tmp_path / "m.pt")[0].config.grid_half_extent == 0.625
+    with pytest.raises(ValueError, match="frame_scale"):
+        train_mod.TrainConfig(preset="tiny", frame_scale=0.0)
 
 
 # ------------------------------------------------------------------ Method API

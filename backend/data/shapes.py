@@ -369,20 +369,25 @@ class Shape:
         """points: (N, 3) canonical frame -> (N,) bool, True inside (``sdf < 0``)."""
         return self.sdf(points) < 0
 
-    def occupancy_grid(self, resolution: int) -> np.ndarray:
-        """(R, R, R) bool occupancy at the cell centres of [-0.5, 0.5]^3, index [x, y, z].
+    def occupancy_grid(self, resolution: int, half_extent: float = 0.5) -> np.ndarray:
+        """(R, R, R) bool occupancy at the cell centres of [-h, h]^3 (h = ``half_extent``,
+        default the unit cube), index [x, y, z].
 
         Each part is evaluated only on the cells inside its bounding box, so this costs
         far less than ``occupancy`` on all R^3 centres and gives identical values.
         """
         if resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
-        centres = -0.5 + (np.arange(resolution) + 0.5) / resolution
+        if half_extent <= 0:
+            raise ValueError(f"half_extent must be positive, got {half_extent}")
+        h = float(half_extent)
+        centres = 2 * h * ((np.arange(resolution) + 0.5) / resolution - 0.5)
         grid = np.zeros((resolution,) * 3, dtype=bool)
         for part in self.parts:
             lo, hi = part.bounds()
-            i0 = np.clip(np.ceil((lo + 0.5) * resolution - 0.5).astype(int), 0, resolution)
-            i1 = np.clip(np.floor((hi + 0.5) * resolution - 0.5).astype(int) + 1, 0, resolution)
+            i0 = np.clip(np.ceil((lo + h) / (2 * h) * resolution - 0.5).astype(int), 0, resolution)
+            i1 = np.clip(np.floor((hi + h) / (2 * h) * resolution - 0.5).astype(int) + 1, 0,
+                         resolution)
             if np.any(i1 <= i0):
                 continue
             gx, gy, gz = np.meshgrid(

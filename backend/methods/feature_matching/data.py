@@ -34,8 +34,10 @@ SAMPLE_COUNTS: tuple[int, ...] = (4096, 32768, 32768)
 """Cells kept per shape at each resolution (all of 16^3 and 32^3; 32768 of 64^3)."""
 
 
-def cell_centers(index: torch.Tensor | np.ndarray, resolution: int) -> torch.Tensor:
-    """Canonical-frame centres of flat cell indices of an R^3 grid over [-0.5, 0.5]^3.
+def cell_centers(index: torch.Tensor | np.ndarray, resolution: int,
+                 half_extent: float = 0.5) -> torch.Tensor:
+    """Canonical-frame centres of flat cell indices of an R^3 grid over [-h, h]^3
+    (h = ``half_extent``; a network's grid: `ModelConfig.grid_half_extent`).
 
     index: (...) int, flat index x * R^2 + y * R + z (C order of an [x, y, z] array).
     Returns (..., 3) float32 points.
@@ -43,7 +45,7 @@ def cell_centers(index: torch.Tensor | np.ndarray, resolution: int) -> torch.Ten
     index = torch.as_tensor(index).long()
     r = resolution
     ijk = torch.stack([index // (r * r), (index // r) % r, index % r], dim=-1)
-    return (ijk.float() + 0.5) / r - 0.5
+    return ((ijk.float() + 0.5) / r - 0.5) * (2 * half_extent)
 
 
 def sample_cells(occupancy: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -72,8 +74,10 @@ def sample_cells(occupancy: np.ndarray, count: int, rng: np.random.Generator) ->
     return np.sort(np.concatenate([near_idx, fill])).astype(np.int32)
 
 
-def voxelize_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int = 64) -> np.ndarray:
-    """Occupancy of a closed triangle mesh at the cell centres of an R^3 grid.
+def voxelize_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int = 64,
+                  half_extent: float = 0.5) -> np.ndarray:
+    """Occupancy of a closed triangle mesh at the cell centres of an R^3 grid over
+    [-h, h]^3 (h = ``half_extent``).
 
     vertices: (V, 3) float, canonical frame (unit cube); faces: (F, 3) int.
     Casts one ray per (x, y) column along +z and counts crossings (even-odd rule), so
@@ -84,7 +88,7 @@ def voxelize_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int = 64)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
         raise ValueError("voxelize_mesh needs vertices (V, 3) and at least one face (F, 3)")
     r = resolution
-    centres = (np.arange(r) + 0.5) / r - 0.5
+    centres = ((np.arange(r) + 0.5) / r - 0.5) * (2 * half_extent)
     # Irrational offsets keep rays off triangle edges and vertices.
     cx = centres + 1.234567e-7
     cy = centres + 2.7182818e-7
@@ -147,11 +151,14 @@ class TrainingSet:
 
 
 def build_training_set(
-    category: str, seeds: list[int], counts: tuple[int, ...] = SAMPLE_COUNTS, seed: int = 0
+    category: str, seeds: list[int], counts: tuple[int, ...] = SAMPLE_COUNTS, seed: int = 0,
+    half_extent: float = 0.5,
 ) -> TrainingSet:
     """Generate the built-in shapes of ``seeds`` and their coarse-to-fine samples.
 
     counts: cells kept per shape at each resolution of RESOLUTIONS.
+    half_extent: the grids cover [-h, h]^3 of the canonical frame (the network's
+        `ModelConfig.grid_half_extent`).
     """
     if len(counts) != len(RESOLUTIONS):
         raise ValueError(f"counts needs one entry per resolution {RESOLUTIONS}, got {counts}")
@@ -162,7 +169,7 @@ def build_training_set(
     for i, s in enumerate(seeds):
         shape = generate_shape(category, s)
         for j, (r, n) in enumerate(zip(RESOLUTIONS, counts, strict=True)):
-            grid = shape.occupancy_grid(r)
+            grid = shape.occupancy_grid(r, half_extent)
             if r == 64:
                 voxels[i] = grid
             idx = sample_cells(grid, n, rng)

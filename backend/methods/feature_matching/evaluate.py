@@ -127,7 +127,7 @@ class PairData:
     face_index: (N,) int64 and bary: (N, 3) float32: source surface samples.
     labels: (N,) int64 semantic part label of each source sample.
     target: (N, 3) float32 target surface samples; target_labels: (N,) int64.
-    voxels: (2, 64, 64, 64) bool occupancy of source and target (encoder input).
+    The encoder's voxels depend on the network's grid: `shape_voxels`.
     """
 
     source: Shape
@@ -139,7 +139,6 @@ class PairData:
     labels: torch.Tensor
     target_points: torch.Tensor
     target_labels: torch.Tensor
-    voxels: torch.Tensor
 
     @property
     def source_points(self) -> torch.Tensor:
@@ -172,7 +171,6 @@ def prepare_pair(source: Shape, target: Shape, points: int, max_edge: float, see
         labels=torch.from_numpy(face_label[face_index].astype(np.int64)),
         target_points=torch.from_numpy(tgt.surface_points),
         target_labels=torch.from_numpy(tgt.surface_labels.astype(np.int64)),
-        voxels=torch.from_numpy(np.stack([source.occupancy_grid(64), target.occupancy_grid(64)])),
     )
 
 
@@ -213,9 +211,16 @@ def deformation_metrics(
     }
 
 
+def shape_voxels(model: ImplicitModel, shape: Shape) -> torch.Tensor:
+    """(64, 64, 64) bool occupancy of ``shape`` on ``model``'s grid (the encoder's input;
+    `ModelConfig.grid_half_extent`)."""
+    return torch.from_numpy(shape.occupancy_grid(64, model.config.grid_half_extent))
+
+
 def _codes(model: ImplicitModel, pair: PairData, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    voxels = torch.stack([shape_voxels(model, pair.source), shape_voxels(model, pair.target)])
     with torch.no_grad():
-        z = model.encoder(pair.voxels.to(device))
+        z = model.encoder(voxels.to(device))
     return z[0], z[1]
 
 

@@ -199,7 +199,7 @@ class FeatureMatching(Method):
         codes = []
         with torch.no_grad():
             for v, f in ((src_v, src_f), (tgt_v, tgt_f)):
-                vox = voxelize_mesh(v, f, 64)
+                vox = voxelize_mesh(v, f, 64, model.config.grid_half_extent)
                 code = model.encoder(torch.from_numpy(vox)[None].to(dev))[0]
                 codes.append((code, vox))
         fits = []
@@ -208,7 +208,7 @@ class FeatureMatching(Method):
             refined = []
             for code, vox in codes:
                 idx = sample_cells(vox, 32768, rng)
-                pts = cell_centers(idx, 64).to(dev)
+                pts = cell_centers(idx, 64, model.config.grid_half_extent).to(dev)
                 occ = torch.from_numpy(vox.reshape(-1)[idx]).to(dev)
                 z, loss = auto_decode(model.decoder, pts, occ, code, config.autodecode_steps)
                 refined.append((z, vox))

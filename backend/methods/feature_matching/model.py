@@ -56,6 +56,16 @@ class ModelConfig:
     span [-0.5, 0.5] (variance 1/12 each) while the code has k entries in (0, 1), so with
     equal weight scales the position term of layer 1 is ~sqrt(4k/3) times smaller than the
     code term (13x for k = 128) and the decoder ignores x for many steps."""
+    frame_scale: float = 1.0
+    """The network sees canonical points scaled by this factor: the shapes' unit cube
+    [-0.5, 0.5]^3 becomes [-s/2, s/2]^3 inside the grid [-0.5, 0.5]^3 that the training
+    samples and the encoder's voxels cover, so every shape keeps a margin of (1 - s)/2 of
+    empty, trained space. IM-Net's authors normalise each shape to a unit bounding-box
+    diagonal for this reason (their sampling rarely reaches the cube border). With s = 1
+    (every checkpoint before session 25) a chair's leg tips and back top lie on the
+    border, where the features were never trained and matched points drift (README,
+    "Session 25"). Callers keep canonical coordinates; voxels and training cells are taken
+    over the canonical half-extent `grid_half_extent` = 0.5 / s."""
     init: str = "imnet"
     """Decoder initialisation: "imnet" (N(0, 0.02) weights, zero biases: IM-NET-pytorch) or
     "kaiming" (He-normal hidden layers for the LeakyReLU, N(0, 0.02) output layer). At
@@ -70,9 +80,17 @@ class ModelConfig:
             raise ValueError(f"code_activation must be 'sigmoid' or 'none', got {self.code_activation!r}")
         if self.init not in ("imnet", "kaiming"):
             raise ValueError(f"init must be 'imnet' or 'kaiming', got {self.init!r}")
+        if not 0.0 < self.frame_scale <= 1.0:
+            raise ValueError(f"frame_scale must be in (0, 1], got {self.frame_scale}")
         if len(self.widths) < 1 or min(self.widths) < 1:
             raise ValueError(f"widths must be a non-empty tuple of positive ints, got {self.widths}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    @property
+    def grid_half_extent(self) -> float:
+        """Half side, in canonical coordinates, of the cube the network's 64^3 voxels and
+        training cells cover: 0.5 / frame_scale."""
+        return 0.5 / self.frame_scale
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -126,11 +144,17 @@ class ImplicitDecoder(nn.Module):
         """Number of hidden layers L - 1 (6 for IM-Net): valid feature layers are 1..L-1."""
         return len(self.linears) - 1
 
+    def _xyz_weight(self) -> torch.Tensor:
+        """(w_1, 3) weights of the canonical x, y, z inputs of layer 1: the layer's position
+        weights times ``frame_scale`` (the network's frame, see `ModelConfig.frame_scale`)."""
+        w = self.linears[0].weight[:, :3]
+        return w * self.config.frame_scale if self.config.frame_scale != 1.0 else w
+
     def _first_layer(self, points: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        # W_1 (x (+) z) + b_1 without materialising the concatenation per point.
+        # W_1 (s x (+) z) + b_1 without materialising the concatenation per point.
         w = self.linears[0].weight
         code_term = codes @ w[:, 3:].T + self.linears[0].bias
-        return points @ w[:, :3].T + code_term.unsqueeze(-2)
+        return points @ self._xyz_weight().T + code_term.unsqueeze(-2)
 
     def _check(self, points: torch.Tensor, codes: torch.Tensor) -> None:
         if points.shape[-1] != 3 or points.ndim not in (2, 3):
@@ -217,7 +241,7 @@ class ImplicitDecoder(nn.Module):
         pre = self._first_layer(points, code)
         h = pre
         # jt: (N, 3, w) = transpose of the Jacobian of the current layer's features.
-        jt = self.linears[0].weight[:, :3].T.unsqueeze(0) if with_jacobian else None
+        jt = self._xyz_weight().T.unsqueeze(0) if with_jacobian else None
         for i in range(1, max(layers) + 1):
             if i > 1:
                 lin = self.linears[i - 1]
@@ -267,7 +291,8 @@ class VoxelEncoder(nn.Module):
 
     def forward(self, voxels: torch.Tensor) -> torch.Tensor:
         """voxels: (B, 64, 64, 64) bool or float occupancy, index [x, y, z] of cell centres
-        of [-0.5, 0.5]^3. Returns (B, k) float codes."""
+        of the network's grid ([-h, h]^3 canonical, h = `ModelConfig.grid_half_extent`).
+        Returns (B, k) float codes."""
         if voxels.ndim != 4 or tuple(voxels.shape[1:]) != (64, 64, 64):
             raise ValueError(f"voxels must be (B, 64, 64, 64), got {tuple(voxels.shape)}")
         x = voxels.to(self.net[0].weight.dtype).unsqueeze(1)

@@ -20,7 +20,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,8 @@ class TrainConfig:
     """Steps between loss log lines."""
     counts: tuple[int, int, int] = SAMPLE_COUNTS
     """Cells stored per shape at each resolution."""
+    frame_scale: float | None = None
+    """`ModelConfig.frame_scale` of the network (None: the preset's)."""
     extra: dict = field(default_factory=dict)
     """Free-form notes copied into the model card."""
 
@@ -117,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"loss must be 'mse' or 'l1', got {self.loss!r}")
         if len(self.phase_iterations) != 3 or min(self.phase_iterations) < 0:
             raise ValueError("phase_iterations needs three non-negative step counts (16, 32, 64)")
+        if self.frame_scale is not None and not 0.0 < self.frame_scale <= 1.0:
+            raise ValueError(f"frame_scale must be in (0, 1], got {self.frame_scale}")
         if self.shapes < 1 or self.batch_shapes < 1 or self.points_per_shape < 1:
             raise ValueError("shapes, batch_shapes and points_per_shape must be positive")
 
@@ -133,9 +137,14 @@ def train(
     rng = np.random.default_rng(config.seed)
     t0 = time.perf_counter()
     seeds = category_seeds(config.category, "train", config.shapes, config.data_seed)
-    data = build_training_set(config.category, seeds, config.counts, seed=config.seed)
+    model_config = PRESETS[config.preset]
+    if config.frame_scale is not None:
+        model_config = replace(model_config, frame_scale=config.frame_scale)
+    extent = model_config.grid_half_extent
+    data = build_training_set(config.category, seeds, config.counts, seed=config.seed,
+                              half_extent=extent)
     data_s = time.perf_counter() - t0
-    model = ImplicitModel(PRESETS[config.preset]).to(config.device)
+    model = ImplicitModel(model_config).to(config.device)
     tf32 = config.device.startswith("cuda")
     if tf32:
         # TF32 matrix products on the GPU's tensor cores (the decoder is ~3 GFLOP per point
@@ -163,7 +172,7 @@ def train(
             pick = torch.from_numpy(np.stack([rng.choice(n, k, replace=False) for _ in b]))
             idx = torch.gather(cells[b_t].long(), 1, pick)
             target = torch.gather(occ[b_t], 1, pick).float().to(config.device)
-            points = cell_centers(idx, res).to(config.device)
+            points = cell_centers(idx, res, extent).to(config.device)
             pred = model(voxels[b_t].to(config.device), points)
             err = pred - target
             loss = (err * err).mean() if config.loss == "mse" else err.abs().mean()
@@ -217,7 +226,8 @@ def reconstruction_iou(
     with torch.no_grad():
         for s in seeds:
             shape = generate_shape(category, s)
-            vox = torch.from_numpy(shape.occupancy_grid(64))[None].to(device)
+            vox = torch.from_numpy(shape.occupancy_grid(64, model.config.grid_half_extent))
+            vox = vox[None].to(device)
             pred = (model.decoder(pts, model.encoder(vox)[0]) > 0.5).cpu().numpy()
             gt = shape.occupancy_grid(resolution).reshape(-1)
             union = np.logical_or(pred, gt).sum()
@@ -273,6 +283,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, default=None, help="points per shape per step")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--loss", default=d.loss, choices=("mse", "l1"))
+    parser.add_argument("--frame-scale", type=float, default=None,
+                        help="scale of the shapes' unit cube inside the network's grid, in (0, 1] "
+                        "(default: the preset's; < 1 leaves an empty margin around every shape)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (e.g. 1 to leave a core free)")
@@ -303,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
         schedule, category=args.category, preset=args.preset, shapes=args.shapes,
         data_seed=args.data_seed, phase_iterations=iters, batch_shapes=args.batch,
         points_per_shape=args.points, lr=args.lr, loss=args.loss, device=args.device,
-        seed=args.seed, log_every=args.log_every,
+        seed=args.seed, log_every=args.log_every, frame_scale=args.frame_scale,
     )
     model, record = train(config)
     out = Path(args.out) if args.out else DEFAULT_ZOO / f"{config.category}.pt"
