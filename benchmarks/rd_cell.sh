@@ -69,7 +69,7 @@ pool "train dar --baseline dar --deformation ${base}_df" \
 ido=()
 if [[ "$target" == points ]]; then  # IDO fits a 3D target; image targets have none
   # IDO on the prediction at evaluation (the add-on's switch); the paper's "Ours w/ IDO" is
-  # a model trained with --ido-in-training, ~30x slower per step on this CPU: not run here
+  # a model trained with --ido-in-training (IDO_TRAINING=1 above), evaluated below if present
   ido=(--variant "Ours + test-time IDO=${base}_ours:ido"
        --oracle-variant "Ours + test-time IDO=${base}_ours:ido")
 fi
