@@ -103,13 +103,15 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # The paper's network (IM-Net widths, 32 encoder channels): GPU training.
-    "paper": ModelConfig(),
+    # The paper's network (IM-Net widths, 32 encoder channels): GPU training. Both trained
+    # presets keep a margin around the shapes (frame_scale 0.8, about IM-Net's unit
+    # diagonal for a chair; README, session 25).
+    "paper": ModelConfig(frame_scale=0.8),
     # Same depth, narrower: the default checkpoints trainable on a CPU in < 1 hour. He init
     # and a 10x stronger position input (see `ModelConfig.xyz_gain`): with IM-Net's init
     # the first 600 steps of 16^3/32^3 stay at the empty-shape loss (README, session 2).
     "cpu": ModelConfig(code_dim=128, widths=(256, 256, 256, 128, 64, 32), encoder_channels=16,
-                       init="kaiming", xyz_gain=10.0),
+                       init="kaiming", xyz_gain=10.0, frame_scale=0.8),
     # Tests and smoke runs.
     "tiny": ModelConfig(code_dim=16, widths=(32, 32, 32, 16, 16, 8), encoder_channels=4),
 }
