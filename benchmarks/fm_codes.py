@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     codes: dict[tuple[int, int], torch.Tensor] = {}
     mse = {n: [] for n in steps}
     for i, shape in enumerate(shapes):
-        vox = shape.occupancy_grid(64, model.config.grid_half_extent)
+        vox = model.shape_voxels(shape).numpy()
         idx = sample_cells(vox, args.samples, np.random.default_rng(i))
         points = cell_centers(idx, 64, model.config.grid_half_extent)
         occupancy = torch.from_numpy(vox.reshape(-1)[idx])

@@ -120,10 +120,10 @@ def measure(
         for name, model in models.items():
             za, zb = ev._codes(model, pair, "cpu")
             if autodecode:
-                for i, (z, shape) in enumerate(((za, a), (zb, b))):
+                for z, shape in ((za, a), (zb, b)):
                     if (name, shape.seed) not in refined:
                         refined[name, shape.seed] = refined_code(
-                            model, ev.shape_voxels(model, shape), z, autodecode, shape.seed)
+                            model, model.shape_voxels(shape), z, autodecode, shape.seed)
                 za, zb = refined[name, a.seed], refined[name, b.seed]
             cd, error = pair_measures(fields[name], pair, za, zb, config, mesh_b)
             part_cd[name].append(cd)

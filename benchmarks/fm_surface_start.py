@@ -72,7 +72,7 @@ def measure(checkpoint: str, category: str, shapes: int, pairs: int, seed: int,
         if both.any():
             mesh_b, truth = b.mesh(), b.keypoints[both].astype(np.float64)
             raw["nearest"].append(ev.keypoint_error(a.keypoints[both], mesh_b, truth))
-            voxels = torch.stack([ev.shape_voxels(model, a), ev.shape_voxels(model, b)])
+            voxels = torch.stack([model.shape_voxels(a), model.shape_voxels(b)])
             with torch.no_grad():
                 za, zb = model.encoder(voxels)
             kp = torch.from_numpy(a.keypoints[both]).float()

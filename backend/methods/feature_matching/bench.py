@@ -93,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
     model = ImplicitModel(PRESETS[preset]).to(args.device).eval()
     a, b = generate_shape("chair", 1), generate_shape("chair", 2)
     with torch.no_grad():
-        h = model.config.grid_half_extent
-        vox = torch.from_numpy(np.stack([a.occupancy_grid(64, h), b.occupancy_grid(64, h)]))
-        vox = vox.to(args.device)
+        vox = torch.stack([model.shape_voxels(a), model.shape_voxels(b)]).to(args.device)
         za, zb = model.encoder(vox)
     field = decoder_field(model.decoder)
     cfg = MatchConfig(steps=args.steps, gn_iterations=args.gn_iterations)

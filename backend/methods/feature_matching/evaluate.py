@@ -127,7 +127,7 @@ class PairData:
     face_index: (N,) int64 and bary: (N, 3) float32: source surface samples.
     labels: (N,) int64 semantic part label of each source sample.
     target: (N, 3) float32 target surface samples; target_labels: (N,) int64.
-    The encoder's voxels depend on the network's grid: `shape_voxels`.
+    The encoder's voxels depend on the network's grid: `ImplicitModel.shape_voxels`.
     """
 
     source: Shape
@@ -211,14 +211,8 @@ def deformation_metrics(
     }
 
 
-def shape_voxels(model: ImplicitModel, shape: Shape) -> torch.Tensor:
-    """(64, 64, 64) bool occupancy of ``shape`` on ``model``'s grid (the encoder's input;
-    `ModelConfig.grid_half_extent`)."""
-    return torch.from_numpy(shape.occupancy_grid(64, model.config.grid_half_extent))
-
-
 def _codes(model: ImplicitModel, pair: PairData, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    voxels = torch.stack([shape_voxels(model, pair.source), shape_voxels(model, pair.target)])
+    voxels = torch.stack([model.shape_voxels(pair.source), model.shape_voxels(pair.target)])
     with torch.no_grad():
         z = model.encoder(voxels.to(device))
     return z[0], z[1]

@@ -149,8 +149,7 @@ class ImplicitDecoder(nn.Module):
     def _xyz_weight(self) -> torch.Tensor:
         """(w_1, 3) weights of the canonical x, y, z inputs of layer 1: the layer's position
         weights times ``frame_scale`` (the network's frame, see `ModelConfig.frame_scale`)."""
-        w = self.linears[0].weight[:, :3]
-        return w * self.config.frame_scale if self.config.frame_scale != 1.0 else w
+        return self.linears[0].weight[:, :3] * self.config.frame_scale
 
     def _first_layer(self, points: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         # W_1 (s x (+) z) + b_1 without materialising the concatenation per point.
@@ -314,6 +313,11 @@ class ImplicitModel(nn.Module):
     def forward(self, voxels: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """voxels: (B, 64, 64, 64); points: (B, N, 3) canonical frame. Returns (B, N)."""
         return self.decoder(points, self.encoder(voxels))
+
+    def shape_voxels(self, shape) -> torch.Tensor:
+        """(64, 64, 64) bool occupancy of a built-in `Shape` on this network's grid (the
+        encoder's input; `ModelConfig.grid_half_extent`)."""
+        return torch.from_numpy(shape.occupancy_grid(64, self.config.grid_half_extent))
 
 
 def save_checkpoint(path: str | Path, model: ImplicitModel, meta: dict[str, Any]) -> None:

@@ -35,7 +35,12 @@ from backend.methods.feature_matching.data import (
     category_seeds,
     cell_centers,
 )
-from backend.methods.feature_matching.model import PRESETS, ImplicitModel, save_checkpoint
+from backend.methods.feature_matching.model import (
+    PRESETS,
+    ImplicitModel,
+    ModelConfig,
+    save_checkpoint,
+)
 
 __all__ = [
     "DEFAULT_ZOO",
@@ -119,10 +124,14 @@ class TrainConfig:
             raise ValueError(f"loss must be 'mse' or 'l1', got {self.loss!r}")
         if len(self.phase_iterations) != 3 or min(self.phase_iterations) < 0:
             raise ValueError("phase_iterations needs three non-negative step counts (16, 32, 64)")
-        if self.frame_scale is not None and not 0.0 < self.frame_scale <= 1.0:
-            raise ValueError(f"frame_scale must be in (0, 1], got {self.frame_scale}")
         if self.shapes < 1 or self.batch_shapes < 1 or self.points_per_shape < 1:
             raise ValueError("shapes, batch_shapes and points_per_shape must be positive")
+        self.model_config()  # raises on a bad frame_scale
+
+    def model_config(self) -> ModelConfig:
+        """The network's config: the preset's, with ``frame_scale`` when given."""
+        preset = PRESETS[self.preset]
+        return preset if self.frame_scale is None else replace(preset, frame_scale=self.frame_scale)
 
 
 def train(
@@ -137,9 +146,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     t0 = time.perf_counter()
     seeds = category_seeds(config.category, "train", config.shapes, config.data_seed)
-    model_config = PRESETS[config.preset]
-    if config.frame_scale is not None:
-        model_config = replace(model_config, frame_scale=config.frame_scale)
+    model_config = config.model_config()
     extent = model_config.grid_half_extent
     data = build_training_set(config.category, seeds, config.counts, seed=config.seed,
                               half_extent=extent)
@@ -226,8 +233,7 @@ def reconstruction_iou(
     with torch.no_grad():
         for s in seeds:
             shape = generate_shape(category, s)
-            vox = torch.from_numpy(shape.occupancy_grid(64, model.config.grid_half_extent))
-            vox = vox[None].to(device)
+            vox = model.shape_voxels(shape)[None].to(device)
             pred = (model.decoder(pts, model.encoder(vox)[0]) > 0.5).cpu().numpy()
             gt = shape.occupancy_grid(resolution).reshape(-1)
             union = np.logical_or(pred, gt).sum()
