@@ -32,9 +32,8 @@ import torch
 from backend.core.metrics import part_chamfer
 from backend.data.shapes import Mesh
 from backend.methods.feature_matching import evaluate as ev
-from backend.methods.feature_matching.data import cell_centers, sample_cells
 from backend.methods.feature_matching.matching import MatchConfig, match_points
-from backend.methods.feature_matching.model import auto_decode, load_checkpoint
+from backend.methods.feature_matching.model import load_checkpoint
 
 
 def pair_measures(
@@ -68,18 +67,6 @@ def prepared(a, b, config: ev.EvalConfig, sample_seed: int):
     return pair, mesh_b, ev.keypoint_error(a.keypoints[both], mesh_b, truth)
 
 
-def refined_code(model, voxels: torch.Tensor, code: torch.Tensor, steps: int,
-                 seed: int, samples: int = 32768) -> torch.Tensor:
-    """``code`` refined by ``steps`` of auto-decoding against ``samples`` near-surface
-    cells of the (64, 64, 64) bool ``voxels``: the add-on's ``code_from="autodecode"``
-    (Adam, lr 1e-2, decoder frozen); the cells are drawn with ``seed``."""
-    vox = voxels.numpy()
-    idx = sample_cells(vox, samples, np.random.default_rng(seed))
-    occupancy = torch.from_numpy(vox.reshape(-1)[idx])
-    points = cell_centers(idx, 64, model.config.grid_half_extent)
-    return auto_decode(model.decoder, points, occupancy, code, steps)[0]
-
-
 def compare(
     checkpoints: dict[str, str], category: str, condition: str, pairs: int,
     config: ev.EvalConfig | None = None, progress: bool = False, start: int = 0,
@@ -100,7 +87,7 @@ def measure(
     {"part CD": {name: [...]}, "keypoint": {name: [...]}, "nearest": [...]}; the keypoint
     lists skip pairs without shared keypoints. Shards (``start``) concatenate.
     autodecode: > 0 refines every encoder code by that many auto-decoding steps
-    (`refined_code`, seeded by the shape's seed, so a shape gets the same code in every
+    (`evaluate.refined_code`, seeded by the shape's seed, so a shape gets the same code in every
     pair and shard)."""
     config = config or ev.EvalConfig()
     models = {name: load_checkpoint(path, "cpu")[0] for name, path in checkpoints.items()}
@@ -122,7 +109,7 @@ def measure(
             if autodecode:
                 for z, shape in ((za, a), (zb, b)):
                     if (name, shape.seed) not in refined:
-                        refined[name, shape.seed] = refined_code(
+                        refined[name, shape.seed] = ev.refined_code(
                             model, model.shape_voxels(shape), z, autodecode, shape.seed)
                 za, zb = refined[name, a.seed], refined[name, b.seed]
             cd, error = pair_measures(fields[name], pair, za, zb, config, mesh_b)

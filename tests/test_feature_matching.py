@@ -605,6 +605,97 @@ def test_evaluate_shards_fill_a_cache_that_the_final_run_reuses(tmp_path, capsys
     assert evaluate.run(parser.parse_args(base + ["--cached-only"])) == 2
 
 
+def test_evaluation_with_auto_decoded_codes(tmp_path, capsys):
+    """--code-from autodecode: each shape's code is refined once (fits its occupancy better
+    than the encoder's), kept in the cache and shared by shards; the rows get their own
+    conditions; the baselines and the encoder-code fingerprints are not affected."""
+    import json
+
+    from backend.methods.feature_matching import evaluate
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "chair.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    path = tmp_path / "chair.pt"
+    encoder, auto = evaluate.EvalConfig(), evaluate.EvalConfig(code_from="autodecode")
+    assert evaluate.fingerprint(path, encoder) == evaluate.fingerprint(
+        path, evaluate.EvalConfig(autodecode_steps=7))  # unused settings do not count
+    assert evaluate.fingerprint(path, encoder) != evaluate.fingerprint(path, auto)
+    assert evaluate.fingerprint(path, auto) != evaluate.fingerprint(
+        path, evaluate.EvalConfig(code_from="autodecode", autodecode_steps=7))
+    assert evaluate.fingerprint(None, encoder) == evaluate.fingerprint(None, auto)
+    with pytest.raises(ValueError, match="code_from"):
+        evaluate.EvalConfig(code_from="mean")
+
+    model, _ = load_checkpoint(evaluate.DEFAULT_ZOO / "chair.pt", "cpu")  # a trained network
+    shape = evaluate.select_pairs("chair", 1, 0)[0][0]
+    voxels = model.shape_voxels(shape)
+    with torch.no_grad():
+        z0 = model.encoder(voxels[None])[0]
+    idx = sample_cells(voxels.numpy(), 512, np.random.default_rng(shape.seed))
+    points = cell_centers(idx, 64, model.config.grid_half_extent)
+    occupancy = torch.from_numpy(voxels.numpy().reshape(-1)[idx]).float()
+    z = evaluate.refined_code(model, voxels, z0, 20, shape.seed, samples=512)
+
+    def mse(code):
+        with torch.no_grad():
+            return float(((model.decoder(points, code) - occupancy) ** 2).mean())
+
+    assert mse(z) < mse(z0)
+    codes = evaluate.PairCodes(model, evaluate.EvalConfig(code_from="autodecode", autodecode_steps=20,
+                                                          autodecode_samples=512), "cpu")
+    assert torch.equal(codes.refined(shape), z)
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    cache = tmp_path / "pairs.jsonl"
+    base = ["--checkpoint-dir", str(tmp_path), "--pairs", "2", "--points", "96", "--steps", "2",
+            "--max-edge", "0.5", "--fit-iterations", "2", "--fig6-pairs", "0", "--cache", str(cache),
+            "--code-from", "autodecode", "--autodecode-steps", "3", "--autodecode-samples", "256"]
+    for i in (0, 1):
+        assert evaluate.run(parser.parse_args(base + ["--shard", f"{i}/2"])) == 0
+    entries = [json.loads(line) for line in cache.read_text().splitlines()]
+    code_keys = [e["key"] for e in entries if e["key"].startswith("code|")]
+    shapes = {(s.category, s.seed) for c in (None, evaluate.armchair_to_no_arm)
+              for pair in evaluate.select_pairs("chair", 2, 0, c) for s in pair}
+    assert len(code_keys) == len(set(code_keys)) == len(shapes)  # each code computed once
+    assert all(len(e["values"]["code"]) == PRESETS["tiny"].code_dim
+               for e in entries if e["key"].startswith("code|"))
+    capsys.readouterr()
+    out = tmp_path / "auto.json"
+    assert evaluate.run(parser.parse_args(base + ["--json", str(out)])) == 0
+    assert "pair " not in capsys.readouterr().out  # everything came from the cache
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["condition"] for r in rows} == {"random test pairs, auto-decoded codes",
+                                              "armchair->no-arm, auto-decoded codes"}
+    # the baseline rows were computed once and are those of an encoder-code run
+    assert evaluate.run(parser.parse_args(base[:-6] + ["--json", str(tmp_path / "enc.json")])) == 0
+    assert "pair 1/2" in capsys.readouterr().out  # the network rows are computed again ...
+    added = [json.loads(line) for line in cache.read_text().splitlines()[len(entries):]]
+    assert added and not any(e["fingerprint"].endswith("|baselines") for e in added)  # ... only they
+    enc = json.loads((tmp_path / "enc.json").read_text())["rows"]
+
+    def rows_of(rows, variant):
+        return [(r["condition"].split(",")[0], r["metric"], r["value"]) for r in rows if r["variant"] == variant]
+
+    assert rows_of(enc, "cross-fit + ARAP") == rows_of(rows, "cross-fit + ARAP")
+    assert rows_of(enc, "ours") != rows_of(rows, "ours")
+
+
+def test_committed_encoder_caches_keep_their_fingerprint():
+    """The code settings added in session 26 leave the fingerprints of encoder-code runs as
+    they were: the committed chair cache still answers the default evaluation."""
+    from pathlib import Path
+
+    from backend.methods.feature_matching import evaluate
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "benchmarks/results/fm_eval_cache/chair.jsonl").read_text()
+    config = evaluate.EvalConfig()
+    mine = evaluate.fingerprint(root / "backend/zoo/feature_matching/chair.pt", config)
+    assert text.count(f'"{mine}|random test pairs"') == 100
+    assert text.count(f'"{evaluate.fingerprint(None, config)}|random test pairs|baselines"') == 100
+
+
 def test_decoder_init_options():
     """IM-Net init (paper preset): N(0, 0.02) everywhere; the CPU preset's He init with a
     10x position gain on the first layer's x, y, z columns; bad names are refused."""

@@ -63,19 +63,20 @@ from backend.methods.feature_matching.baselines import (
     barycentric_points,
     cross_fit,
 )
-from backend.methods.feature_matching.data import category_seeds
+from backend.methods.feature_matching.data import category_seeds, cell_centers, sample_cells
 from backend.methods.feature_matching.matching import (
     MatchConfig,
     decoder_field,
     match_points,
     nearest_surface_points,
 )
-from backend.methods.feature_matching.model import ImplicitModel, load_checkpoint
+from backend.methods.feature_matching.model import ImplicitModel, auto_decode, load_checkpoint
 from backend.methods.feature_matching.train import DEFAULT_ZOO
 
 __all__ = [
     "EvalConfig",
     "PairCache",
+    "PairCodes",
     "PairData",
     "armchair_to_no_arm",
     "deformation_metrics",
@@ -85,6 +86,7 @@ __all__ = [
     "part_emd",
     "plot_layer_sweep",
     "prepare_pair",
+    "refined_code",
     "run",
     "add_arguments",
     "select_pairs",
@@ -117,6 +119,20 @@ class EvalConfig:
     """At most this many samples per part for part-level EMD."""
     seed: int = 0
     """Seed of the pair draw and of the samples."""
+    code_from: str = "encoder"
+    """Shape codes: "encoder" (the paper: the voxel encoder's) or "autodecode" (the
+    encoder's refined by auto-decoding, the add-on's ``code_from="autodecode"``)."""
+    autodecode_steps: int = 100
+    """Adam steps of auto-decoding per shape (``code_from="autodecode"``)."""
+    autodecode_samples: int = 32768
+    """Near-surface cells of the 64^3 voxels auto-decoding fits (``code_from="autodecode"``)."""
+
+    def __post_init__(self) -> None:
+        if self.code_from not in ("encoder", "autodecode"):
+            raise ValueError(f"code_from must be 'encoder' or 'autodecode', got {self.code_from!r}")
+        if self.autodecode_steps < 0 or self.autodecode_samples < 1:
+            raise ValueError("autodecode_steps must be >= 0 and autodecode_samples >= 1, got "
+                             f"{self.autodecode_steps}, {self.autodecode_samples}")
 
 
 @dataclass
@@ -218,6 +234,78 @@ def _codes(model: ImplicitModel, pair: PairData, device: str) -> tuple[torch.Ten
     return z[0], z[1]
 
 
+def refined_code(model: ImplicitModel, voxels: torch.Tensor, code: torch.Tensor, steps: int,
+                 seed: int, samples: int = 32768) -> torch.Tensor:
+    """``code`` refined by ``steps`` of auto-decoding against ``samples`` near-surface
+    cells of the (64, 64, 64) bool ``voxels`` (the network's grid), drawn with ``seed``:
+    the add-on's ``code_from="autodecode"`` (Adam, lr 1e-2, decoder frozen)."""
+    vox = voxels.cpu().numpy()
+    idx = sample_cells(vox, samples, np.random.default_rng(seed))
+    occupancy = torch.from_numpy(vox.reshape(-1)[idx]).to(code.device)
+    points = cell_centers(idx, 64, model.config.grid_half_extent).to(code.device)
+    return auto_decode(model.decoder, points, occupancy, code, steps)[0]
+
+
+class PairCodes:
+    """The codes each pair is matched with, per ``config.code_from``.
+
+    "encoder": the voxel encoder's codes of the pair (the paper). "autodecode": each
+    shape's encoder code refined by `refined_code` (seeded by the shape's seed), computed
+    once per shape and kept in ``cache`` under ``scope`` (key ``code|<category>|<seed>``),
+    so shards and reruns share them; a shape missing there is looked up again in the file
+    (another shard may have written it) before it is computed.
+    """
+
+    def __init__(self, model: ImplicitModel, config: EvalConfig, device: str,
+                 cache: PairCache | None = None, scope: str = "") -> None:
+        self.model, self.config, self.device = model, config, device
+        self.cache, self.scope = cache, scope
+        self._memo: dict[tuple[str, int], torch.Tensor] = {}
+
+    def __call__(self, pair: PairData) -> tuple[torch.Tensor, torch.Tensor]:
+        za, zb = _codes(self.model, pair, self.device)
+        if self.config.code_from == "encoder":
+            return za, zb
+        return self.refined(pair.source, za), self.refined(pair.target, zb)
+
+    def precompute(self, pairs: list[tuple[Shape, Shape]], shard: tuple[int, int]) -> None:
+        """Auto-decode the codes of shard (i, n)'s share of the shapes in ``pairs`` (the
+        j-th distinct shape when j mod n = i), so shards running side by side split the
+        codes before they match pairs. Nothing to do for encoder codes."""
+        if self.config.code_from == "encoder":
+            return
+        distinct = list({(s.category, s.seed): s for pair in pairs for s in pair}.values())
+        for j, shape in enumerate(distinct):
+            if _in_shard(j, shard):
+                self.refined(shape)
+
+    def refined(self, shape: Shape, code: torch.Tensor | None = None) -> torch.Tensor:
+        """``shape``'s auto-decoded code; ``code``: its encoder code (None: encode it)."""
+        key = (shape.category, shape.seed)
+        if key in self._memo:
+            return self._memo[key]
+        name = f"code|{shape.category}|{shape.seed}"
+        stored = None
+        if self.cache is not None:
+            stored = self.cache.get(self.scope, name)
+            if stored is None:
+                self.cache.reload()
+                stored = self.cache.get(self.scope, name)
+        if stored is not None:
+            z = torch.tensor(stored["code"], dtype=torch.float32, device=self.device)
+        else:
+            voxels = self.model.shape_voxels(shape)
+            if code is None:
+                with torch.no_grad():
+                    code = self.model.encoder(voxels[None].to(self.device))[0]
+            z = refined_code(self.model, voxels, code, self.config.autodecode_steps, shape.seed,
+                             self.config.autodecode_samples)
+            if self.cache is not None:
+                self.cache.put(self.scope, name, {"code": [float(v) for v in z.cpu()]})
+        self._memo[key] = z
+        return z
+
+
 def armchair_to_no_arm(a: Shape, b: Shape) -> bool:
     """Pair filter of the "armchair->no-arm" condition: a chair with arms to one without."""
     return bool(a.attributes["arms"]) and not b.attributes["arms"]
@@ -250,7 +338,11 @@ class PairCache:
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        self._data: dict[tuple[str, str], dict[str, float]] = {}
+        self._data: dict[tuple[str, str], dict] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the file again (entries other processes appended since)."""
         if self.path is not None and self.path.is_file():
             for line in self.path.read_text().splitlines():
                 try:
@@ -259,11 +351,11 @@ class PairCache:
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by a killed process: recompute that pair
 
-    def get(self, fingerprint: str, key: str) -> dict[str, float] | None:
+    def get(self, fingerprint: str, key: str) -> dict | None:
         """Cached values of ``key`` under ``fingerprint``, or None."""
         return self._data.get((fingerprint, key))
 
-    def put(self, fingerprint: str, key: str, values: dict[str, float]) -> None:
+    def put(self, fingerprint: str, key: str, values: dict) -> None:
         """Keep ``values`` in memory and append them to the file."""
         self._data[(fingerprint, key)] = values
         if self.path is not None:
@@ -278,12 +370,23 @@ class PairCache:
                 fh.write(line.encode())
 
 
+_CODE_SETTINGS = ("code_from", "autodecode_steps", "autodecode_samples")
+
+
 def fingerprint(checkpoint: str | Path | None, config: EvalConfig) -> str:
-    """Short hash of a checkpoint file's bytes and every setting that changes a pair's metrics."""
+    """Short hash of a checkpoint file's bytes and every setting that changes a pair's metrics.
+
+    The code settings count only with a checkpoint (rows without the network do not use
+    codes) and only when the codes are auto-decoded (so entries written before they existed
+    keep their fingerprint)."""
     h = hashlib.sha256()
     if checkpoint is not None:
         h.update(Path(checkpoint).read_bytes())
-    h.update(json.dumps(asdict(config), sort_keys=True, default=str).encode())
+    settings = asdict(config)
+    if checkpoint is None or config.code_from == "encoder":
+        for name in _CODE_SETTINGS:
+            settings.pop(name)
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -314,6 +417,7 @@ def evaluate_pairs(
     cache_scope: str = "",
     shard: tuple[int, int] = (0, 1),
     baseline_scope: str | None = None,
+    codes: PairCodes | None = None,
 ) -> dict[str, list[float]]:
     """Per-pair metrics: {"<variant>/<metric>": one value per pair}.
 
@@ -328,7 +432,9 @@ def evaluate_pairs(
         cross-fits, nearest neighbour; `fingerprint(None, config)`), kept apart so that a
         new checkpoint reuses them. None: every row is kept under ``cache_scope``. Entries
         written that way are read either way.
+    codes: the codes of each pair (default: per ``config.code_from``, kept in memory only).
     """
+    codes = codes or PairCodes(model, config, device)
     out: dict[str, list[float]] = {}
     for k, (a, b) in enumerate(pairs):
         key = f"{a.category}|{k}|{a.seed}|{b.seed}"
@@ -340,7 +446,8 @@ def evaluate_pairs(
         if (mine is None or base is None) and _in_shard(k, shard):
             start = time.perf_counter()
             new_mine, new_base = _split_rows(_evaluate_pair(
-                model, a, b, k, config, device, network=mine is None, baselines=base is None))
+                model, a, b, k, config, device, network=mine is None, baselines=base is None,
+                codes=codes))
             if cache is not None and baseline_scope:
                 if mine is None:
                     cache.put(cache_scope, key, new_mine)
@@ -360,12 +467,12 @@ def evaluate_pairs(
 
 def _evaluate_pair(
     model: ImplicitModel, a: Shape, b: Shape, k: int, config: EvalConfig, device: str,
-    network: bool = True, baselines: bool = True,
+    network: bool = True, baselines: bool = True, codes: PairCodes | None = None,
 ) -> dict[str, float]:
     """Table 1 / Table 2 values of pair k: {"<variant>/<metric>": value}.
 
     network: the "ours" rows; baselines: the rows that do not use the network (source,
-    cross-fits, nearest-neighbour keypoints).
+    cross-fits, nearest-neighbour keypoints); codes: as in `evaluate_pairs`.
     """
     field_ = decoder_field(model.decoder, config.layers, config.layer_weights)
     out: dict[str, float] = {}
@@ -376,7 +483,7 @@ def _evaluate_pair(
 
     pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
     if network:
-        za, zb = _codes(model, pair, device)
+        za, zb = (codes or PairCodes(model, config, device))(pair)
         moved = match_points(field_, pair.vertices.to(device), za, zb, config.match).points
         add("ours", deformation_metrics(pair, moved, config.part_emd_points, k))
     if baselines:
@@ -402,10 +509,13 @@ def _evaluate_pair(
 def layer_sweep(
     model: ImplicitModel, pairs: list[tuple[Shape, Shape]], config: EvalConfig, device: str,
     cache: PairCache | None = None, cache_scope: str = "", shard: tuple[int, int] = (0, 1),
+    codes: PairCodes | None = None,
 ) -> dict[int, tuple[list[float], list[float]]]:
     """Figure 6: per matched layer l (alone), CD of the matched source samples to the
     source's and to the target's samples. Returns {l: (CD to source per pair, CD to target
-    per pair)}. cache, cache_scope, shard: as in `evaluate_pairs` (job index: layer x pair)."""
+    per pair)}. cache, cache_scope, shard, codes: as in `evaluate_pairs` (job index: layer
+    x pair)."""
+    codes = codes or PairCodes(model, config, device)
     out: dict[int, tuple[list[float], list[float]]] = {}
     layers = range(1, model.decoder.num_feature_layers + 1)
     for li, layer in enumerate(layers):
@@ -416,7 +526,7 @@ def layer_sweep(
             values = cache.get(cache_scope, key) if cache is not None else None
             if values is None and _in_shard(li * len(pairs) + k, shard):
                 pair = prepare_pair(a, b, config.points, config.max_edge, config.seed + k)
-                za, zb = _codes(model, pair, device)
+                za, zb = codes(pair)
                 x = pair.source_points
                 moved = match_points(field_, x.to(device), za, zb, config.match).points.cpu()
                 values = {
@@ -560,6 +670,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pairs of the per-layer sweep (0: skip Figure 6)")
     parser.add_argument("--plot", default=None,
                         help="Figure 6 PNG (default: next to --json, <stem>_layers.png)")
+    parser.add_argument("--code-from", choices=("encoder", "autodecode"), default=d.code_from,
+                        help="shape codes: the voxel encoder's (the paper) or those refined by "
+                             "auto-decoding (the add-on's option; rows under conditions "
+                             "'..., auto-decoded codes', each shape's code kept in --cache)")
+    parser.add_argument("--autodecode-steps", type=int, default=d.autodecode_steps)
+    parser.add_argument("--autodecode-samples", type=int, default=d.autodecode_samples)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", default=None, help="results path (writes .json and .md)")
@@ -612,8 +728,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(err)
         return 2
-    config = EvalConfig(pairs=args.pairs, points=args.points, max_edge=args.max_edge,
-                        match=MatchConfig(steps=args.steps), seed=args.seed)
+    try:
+        config = EvalConfig(pairs=args.pairs, points=args.points, max_edge=args.max_edge,
+                            match=MatchConfig(steps=args.steps), seed=args.seed,
+                            code_from=args.code_from, autodecode_steps=args.autodecode_steps,
+                            autodecode_samples=args.autodecode_samples)
+    except ValueError as err:
+        print(err)
+        return 2
+    suffix = ", auto-decoded codes" if config.code_from == "autodecode" else ""
     for fit in config.baselines.values():
         fit.iterations = args.fit_iterations
     models, scopes = {}, {}
@@ -627,35 +750,41 @@ def run(args: argparse.Namespace) -> int:
         scopes[c] = fingerprint(path, config)
     cache = PairCache(args.cache) if args.cache else None
     baseline_fingerprint = fingerprint(None, config)  # rows without the network: any checkpoint
+    codes = {c: PairCodes(models[c], config, args.device, cache, f"{scopes[c]}|codes")
+             for c in categories}
     rows: list[dict] = []
 
     def evaluate(c: str, pairs: list[tuple[Shape, Shape]], condition: str) -> None:
         def log(message: str) -> None:
-            print(f"{c}, {condition}: {message}", flush=True)
+            print(f"{c}, {condition}{suffix}: {message}", flush=True)
 
         values = evaluate_pairs(models[c], pairs, config, args.device, log, cache,
                                 f"{scopes[c]}|{condition}", shard,
-                                f"{baseline_fingerprint}|{condition}|baselines")
+                                f"{baseline_fingerprint}|{condition}|baselines", codes[c])
+        condition += suffix
         if not sharded:  # a shard only fills the cache
             rows.extend(_rows(values, c, condition, args.seed))
             rows.extend(_paired_rows(values, c, condition, args.seed))
 
     for c in categories:
-        evaluate(c, select_pairs(c, args.pairs, args.seed), "random test pairs")
+        draws = {"random test pairs": select_pairs(c, args.pairs, args.seed)}
         if c == "chair":
             arm = select_pairs(c, args.pairs, args.seed, armchair_to_no_arm)
-            arm = arm[: args.armchair_pairs] if args.armchair_pairs is not None else arm
-            if arm:
-                evaluate(c, arm, "armchair->no-arm")
+            draws["armchair->no-arm"] = arm[: args.armchair_pairs] \
+                if args.armchair_pairs is not None else arm
+        codes[c].precompute([p for pairs in draws.values() for p in pairs], shard)
+        for condition, pairs in draws.items():
+            if pairs:
+                evaluate(c, pairs, condition)
     if args.fig6_pairs > 0:
         c = categories[0]
         sweep = layer_sweep(models[c], select_pairs(c, args.fig6_pairs, args.seed + 1), config,
-                            args.device, cache, f"{scopes[c]}|Figure 6", shard)
+                            args.device, cache, f"{scopes[c]}|Figure 6", shard, codes[c])
         sweep = {} if sharded else {k: v for k, v in sweep.items() if v[0]}
         for layer, (to_src, to_tgt) in sweep.items():
             for target, vals in (("source", to_src), ("target", to_tgt)):
                 ci = bootstrap_ci(1e3 * np.asarray(vals), seed=args.seed)
-                rows.append(_row(f"ours, layer {layer} only", c, "Figure 6",
+                rows.append(_row(f"ours, layer {layer} only", c, "Figure 6" + suffix,
                                  f"CD to {target} (x1e-3)", ci, len(vals)))
         plot = args.plot or (str(Path(args.json).with_name(Path(args.json).stem + "_layers.png"))
                              if args.json else None)
