@@ -18,6 +18,8 @@ from backend.methods.feature_matching.data import (
     category_seeds,
     cell_centers,
     sample_cells,
+    subvoxel_points,
+    subvoxel_samples,
     voxelize_mesh,
 )
 from backend.methods.feature_matching.matching import (
@@ -307,6 +309,62 @@ def test_sample_cells_keep_surface_cells_and_centres():
     assert_close(cell_centers(idx, 16, 0.625), pts * 1.25, 1e-6)
     assert_close(cell_centers(torch.tensor([16**3 - 1]), 16, 0.625)[0],
                  torch.tensor([0.625 - 1.25 / 32] * 3), 1e-6)
+
+
+def test_subvoxel_samples_against_a_naive_loop():
+    """IM-Net's sampling: a cell is occupied when any fine voxel is; its point is a fine
+    voxel of the cell with the cell's label; near-surface cells first; a slab one fine
+    voxel thin, which no cell centre hits, is kept."""
+    fine = np.zeros((32, 32, 32), bool)
+    fine[4:20, 8:24, 10:26] = True
+    fine[27, 2:30, 2:30] = True  # a slab in fine units [27, 28): the centre of its cell (26) misses it
+    r, m = 8, 4
+    coarse = np.zeros((r, r, r), bool)  # naive max-pooling
+    for i, j, k in np.ndindex(coarse.shape):
+        coarse[i, j, k] = fine[i * m:(i + 1) * m, j * m:(j + 1) * m, k * m:(k + 1) * m].any()
+    assert coarse[6].any()  # the slab's cells are occupied
+    cells, points, values = subvoxel_samples(fine, r, 200, np.random.default_rng(0))
+    assert np.array_equal(cells, sample_cells(coarse, 200, np.random.default_rng(0)))
+    for c, p, v in zip(cells, points, values, strict=True):
+        i, j, k = c // (r * r), (c // r) % r, c % r
+        assert v == coarse[i, j, k]
+        assert np.array_equal(p // m, [i, j, k])  # the point lies in its cell
+        assert fine[tuple(p)] == v  # with the exact label
+    assert values.any() and not values.all() and set(points[values][:, 0]) >= {27}
+    # every cell once, points spread inside the cells (not all at one sub-position)
+    cells, points, _ = subvoxel_samples(fine, r, r**3, np.random.default_rng(1))
+    assert np.array_equal(cells, np.arange(r**3)) and len(np.unique(points % m, axis=0)) > 10
+    assert_close(subvoxel_points(torch.tensor([[0, 0, 0], [255, 255, 255]]), 256, 0.5),
+                 torch.tensor([[-0.5 + 1 / 512] * 3, [0.5 - 1 / 512] * 3]), 1e-7)
+    with pytest.raises(ValueError, match="multiple"):
+        subvoxel_samples(fine, 5, 10, np.random.default_rng(0))
+
+
+def test_imnet_training_set_labels_are_exact_and_training_records_the_sampling():
+    seeds = category_seeds("chair", "train", 2)
+    data = build_training_set("chair", seeds, counts=(4096, 4096, 4096), half_extent=0.625,
+                              sampling="imnet")
+    shape = generate_shape("chair", seeds[1])
+    assert np.array_equal(data.voxels[1], shape.occupancy_grid(64, 0.625))  # encoder input
+    for j, r in enumerate((16, 32, 64)):
+        pts = subvoxel_points(torch.from_numpy(data.points[j][1]), 256, 0.625).numpy()
+        assert np.array_equal(data.occupancy[j][1], shape.occupancy(pts))
+        # each point lies in its cell of the r^3 grid
+        assert np.array_equal(data.points[j][1].astype(int) // (256 // r),
+                              np.stack(np.unravel_index(data.cells[j][1], (r, r, r)), 1))
+    # the dilated cells make more occupied samples than cell centres give
+    centre = build_training_set("chair", seeds, counts=(4096, 4096, 4096), half_extent=0.625)
+    assert data.occupancy[0].mean() > centre.occupancy[0].mean() and centre.points is None
+    with pytest.raises(ValueError, match="sampling"):
+        build_training_set("chair", seeds[:1], sampling="jitter")
+    cfg = train_mod.TrainConfig(preset="tiny", shapes=2, phase_iterations=(1, 1, 1), batch_shapes=2,
+                                points_per_shape=256, log_every=1, counts=(4096, 4096, 4096),
+                                sampling="imnet")
+    model, record = train_mod.train(cfg, log=None)
+    assert record["steps"] == 3 and record["config"]["sampling"] == "imnet"
+    assert all(np.isfinite(h[2]) for h in record["history"])
+    with pytest.raises(ValueError, match="sampling"):
+        train_mod.TrainConfig(sampling="jitter")
 
 
 # ------------------------------------------------------------------ codes, training

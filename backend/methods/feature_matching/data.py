@@ -21,10 +21,13 @@ __all__ = [
     "RESOLUTIONS",
     "SAMPLE_COUNTS",
     "TrainingSet",
+    "FINE_RESOLUTION",
     "build_training_set",
     "cell_centers",
     "category_seeds",
     "sample_cells",
+    "subvoxel_points",
+    "subvoxel_samples",
     "voxelize_mesh",
 ]
 
@@ -32,6 +35,10 @@ RESOLUTIONS: tuple[int, ...] = (16, 32, 64)
 """Grid resolutions of the three coarse-to-fine phases."""
 SAMPLE_COUNTS: tuple[int, ...] = (4096, 32768, 32768)
 """Cells kept per shape at each resolution (all of 16^3 and 32^3; 32768 of 64^3)."""
+
+
+FINE_RESOLUTION = 256
+"""Resolution of the fine grid IM-Net's point sampling draws from (``sampling="imnet"``)."""
 
 
 def cell_centers(index: torch.Tensor | np.ndarray, resolution: int,
@@ -72,6 +79,46 @@ def sample_cells(occupancy: np.ndarray, count: int, rng: np.random.Generator) ->
         return np.sort(rng.choice(near_idx, count, replace=False)).astype(np.int32)
     fill = rng.choice(far_idx, count - len(near_idx), replace=False)
     return np.sort(np.concatenate([near_idx, fill])).astype(np.int32)
+
+
+def subvoxel_samples(fine: np.ndarray, resolution: int, count: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IM-Net's point sampling at one resolution, from a fine occupancy grid.
+
+    A cell of the R^3 grid is occupied when any of its fine voxels is (IM-Net max-pools its
+    256^3 voxels), ``count`` cells are chosen as `sample_cells` does (near-surface first),
+    and each chosen cell gives one point: a random fine voxel of the cell whose occupancy
+    equals the cell's. So every point's label is exact, points lie off the cell centres,
+    and parts thinner than a cell are kept (a cell-centre grid can miss them).
+    fine: (F, F, F) bool, [x, y, z], F a multiple of R.
+    Returns (cells (count,) int32 flat indices of the R^3 grid, points (count, 3) int64
+    indices of the chosen fine voxels, values (count,) bool).
+    """
+    f, r = fine.shape[0], resolution
+    if fine.shape != (f, f, f) or f % r:
+        raise ValueError(f"fine must be a cubic grid whose side is a multiple of {r}, got {fine.shape}")
+    m = f // r
+    blocks = fine.reshape(r, m, r, m, r, m).transpose(0, 2, 4, 1, 3, 5).reshape(r**3, m**3)
+    coarse = blocks.any(axis=1)
+    cells = sample_cells(coarse.reshape(r, r, r), count, rng)
+    values = coarse[cells]
+    sub = rng.integers(0, m**3, size=len(cells))  # empty cells: any fine voxel is empty
+    full = np.flatnonzero(values)
+    if len(full):  # occupied cells: a random occupied fine voxel
+        keys = rng.random((len(full), m**3), dtype=np.float32)
+        sub[full] = np.argmax(np.where(blocks[cells[full]], keys, -1.0), axis=1)
+    cx, cy, cz = cells // (r * r), (cells // r) % r, cells % r
+    sx, sy, sz = sub // (m * m), (sub // m) % m, sub % m
+    points = np.stack([cx * m + sx, cy * m + sy, cz * m + sz], axis=1).astype(np.int64)
+    return cells.astype(np.int32), points, values
+
+
+def subvoxel_points(index: torch.Tensor | np.ndarray, fine: int = FINE_RESOLUTION,
+                    half_extent: float = 0.5) -> torch.Tensor:
+    """Canonical-frame centres of fine-voxel indices (..., 3) of an F^3 grid over [-h, h]^3.
+    Returns (..., 3) float32 points."""
+    index = torch.as_tensor(index).float()
+    return ((index + 0.5) / fine - 0.5) * (2 * half_extent)
 
 
 def voxelize_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int = 64,
@@ -140,39 +187,54 @@ class TrainingSet:
 
     voxels: (S, 64, 64, 64) bool encoder input, [x, y, z].
     cells: one (S, n_r) int32 array of flat cell indices per resolution in RESOLUTIONS.
-    occupancy: one (S, n_r) bool array per resolution, occupancy at those cell centres.
+    occupancy: one (S, n_r) bool array per resolution, occupancy at those cell centres
+        (``points`` given: at those points).
     seeds: the S shape seeds.
+    points: None (samples at the cell centres) or, for IM-Net's sampling
+        (`subvoxel_samples`), one (S, n_r, 3) uint8 array per resolution of fine-voxel
+        indices of a FINE_RESOLUTION^3 grid (`subvoxel_points` gives the positions).
     """
 
     voxels: np.ndarray
     cells: list[np.ndarray]
     occupancy: list[np.ndarray]
     seeds: list[int]
+    points: list[np.ndarray] | None = None
 
 
 def build_training_set(
     category: str, seeds: list[int], counts: tuple[int, ...] = SAMPLE_COUNTS, seed: int = 0,
-    half_extent: float = 0.5,
+    half_extent: float = 0.5, sampling: str = "center",
 ) -> TrainingSet:
     """Generate the built-in shapes of ``seeds`` and their coarse-to-fine samples.
 
     counts: cells kept per shape at each resolution of RESOLUTIONS.
     half_extent: the grids cover [-h, h]^3 of the canonical frame (the network's
         `ModelConfig.grid_half_extent`).
+    sampling: "center" (exact occupancy at the cells' centres) or "imnet" (IM-Net's point
+        sampling from a 256^3 grid, `subvoxel_samples`). The encoder's 64^3 voxels are the
+        cell-centre occupancy either way (as `voxelize_mesh` gives for user meshes).
     """
+    if sampling not in ("center", "imnet"):
+        raise ValueError(f"sampling must be 'center' or 'imnet', got {sampling!r}")
     if len(counts) != len(RESOLUTIONS):
         raise ValueError(f"counts needs one entry per resolution {RESOLUTIONS}, got {counts}")
     rng = np.random.default_rng(seed)
     voxels = np.zeros((len(seeds), 64, 64, 64), dtype=bool)
     cells = [np.zeros((len(seeds), n), np.int32) for n in counts]
     occ = [np.zeros((len(seeds), n), bool) for n in counts]
+    points = [np.zeros((len(seeds), n, 3), np.uint8) for n in counts] \
+        if sampling == "imnet" else None
     for i, s in enumerate(seeds):
         shape = generate_shape(category, s)
+        voxels[i] = shape.occupancy_grid(64, half_extent)
+        fine = shape.occupancy_grid(FINE_RESOLUTION, half_extent) if points is not None else None
         for j, (r, n) in enumerate(zip(RESOLUTIONS, counts, strict=True)):
-            grid = shape.occupancy_grid(r, half_extent)
-            if r == 64:
-                voxels[i] = grid
+            if points is not None:
+                cells[j][i], points[j][i], occ[j][i] = subvoxel_samples(fine, r, n, rng)
+                continue
+            grid = voxels[i] if r == 64 else shape.occupancy_grid(r, half_extent)
             idx = sample_cells(grid, n, rng)
             cells[j][i] = idx
             occ[j][i] = grid.reshape(-1)[idx]
-    return TrainingSet(voxels, cells, occ, list(seeds))
+    return TrainingSet(voxels, cells, occ, list(seeds), points)

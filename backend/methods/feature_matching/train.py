@@ -29,11 +29,13 @@ import torch
 from backend.bench.results import git_commit
 from backend.data.shapes import CATEGORIES, generate_shape
 from backend.methods.feature_matching.data import (
+    FINE_RESOLUTION,
     RESOLUTIONS,
     SAMPLE_COUNTS,
     build_training_set,
     category_seeds,
     cell_centers,
+    subvoxel_points,
 )
 from backend.methods.feature_matching.model import (
     PRESETS,
@@ -104,6 +106,10 @@ class TrainConfig:
     """Cells stored per shape at each resolution."""
     frame_scale: float | None = None
     """`ModelConfig.frame_scale` of the network (None: the preset's)."""
+    sampling: str = "center"
+    """Training points: "center" (occupancy at the cells' centres) or "imnet" (IM-Net's
+    point sampling: one exact-label point per cell from a 256^3 grid, thin parts kept;
+    `data.subvoxel_samples`)."""
     extra: dict = field(default_factory=dict)
     """Free-form notes copied into the model card."""
 
@@ -126,6 +132,8 @@ class TrainConfig:
             raise ValueError("phase_iterations needs three non-negative step counts (16, 32, 64)")
         if self.shapes < 1 or self.batch_shapes < 1 or self.points_per_shape < 1:
             raise ValueError("shapes, batch_shapes and points_per_shape must be positive")
+        if self.sampling not in ("center", "imnet"):
+            raise ValueError(f"sampling must be 'center' or 'imnet', got {self.sampling!r}")
         self.model_config()  # raises on a bad frame_scale
 
     def model_config(self) -> ModelConfig:
@@ -149,7 +157,7 @@ def train(
     model_config = config.model_config()
     extent = model_config.grid_half_extent
     data = build_training_set(config.category, seeds, config.counts, seed=config.seed,
-                              half_extent=extent)
+                              half_extent=extent, sampling=config.sampling)
     data_s = time.perf_counter() - t0
     model = ImplicitModel(model_config).to(config.device)
     tf32 = config.device.startswith("cuda")
@@ -169,6 +177,7 @@ def train(
     t_train = time.perf_counter()
     for phase, (res, iters) in enumerate(zip(RESOLUTIONS, config.phase_iterations, strict=True)):
         cells = torch.from_numpy(data.cells[phase])
+        fine = torch.from_numpy(data.points[phase]) if data.points is not None else None
         occ = torch.from_numpy(data.occupancy[phase])
         n = cells.shape[1]
         k = min(config.points_per_shape, n)
@@ -177,9 +186,12 @@ def train(
             b = rng.choice(len(seeds), min(config.batch_shapes, len(seeds)), replace=False)
             b_t = torch.from_numpy(b)
             pick = torch.from_numpy(np.stack([rng.choice(n, k, replace=False) for _ in b]))
-            idx = torch.gather(cells[b_t].long(), 1, pick)
             target = torch.gather(occ[b_t], 1, pick).float().to(config.device)
-            points = cell_centers(idx, res, extent).to(config.device)
+            if fine is None:
+                points = cell_centers(torch.gather(cells[b_t].long(), 1, pick), res, extent)
+            else:
+                points = subvoxel_points(fine[b_t[:, None], pick], FINE_RESOLUTION, extent)
+            points = points.to(config.device)
             pred = model(voxels[b_t].to(config.device), points)
             err = pred - target
             loss = (err * err).mean() if config.loss == "mse" else err.abs().mean()
@@ -292,6 +304,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-scale", type=float, default=None,
                         help="scale of the shapes' unit cube inside the network's grid, in (0, 1] "
                         "(default: the preset's; < 1 leaves an empty margin around every shape)")
+    parser.add_argument("--sampling", default=None, choices=("center", "imnet"),
+                        help="training points: cell centres, or IM-Net's sampling (one "
+                             "exact-label point per cell from a 256^3 grid; default: the "
+                             "schedule's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (e.g. 1 to leave a core free)")
@@ -323,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
         data_seed=args.data_seed, phase_iterations=iters, batch_shapes=args.batch,
         points_per_shape=args.points, lr=args.lr, loss=args.loss, device=args.device,
         seed=args.seed, log_every=args.log_every, frame_scale=args.frame_scale,
+        sampling=args.sampling,
     )
     model, record = train(config)
     out = Path(args.out) if args.out else DEFAULT_ZOO / f"{config.category}.pt"
