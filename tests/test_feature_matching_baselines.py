@@ -161,6 +161,7 @@ def test_training_schedules():
     cpu = train_mod.TrainConfig.from_schedule("cpu", category="table", lr=None)
     assert (cpu.preset, cpu.batch_shapes, cpu.points_per_shape) == ("cpu", 8, 2048)
     assert cpu.category == "table" and cpu.extra["schedule"] == "cpu"
+    assert cpu.sampling == "imnet"  # IM-Net's point sampling by default (session 26)
     paper = train_mod.TrainConfig.from_schedule("paper")
     assert (paper.preset, paper.batch_shapes, paper.lr) == ("paper", 32, 5e-5)
     assert train_mod.TrainConfig() == train_mod.TrainConfig(preset="paper", batch_shapes=32)

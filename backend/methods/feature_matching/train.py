@@ -106,10 +106,10 @@ class TrainConfig:
     """Cells stored per shape at each resolution."""
     frame_scale: float | None = None
     """`ModelConfig.frame_scale` of the network (None: the preset's)."""
-    sampling: str = "center"
-    """Training points: "center" (occupancy at the cells' centres) or "imnet" (IM-Net's
-    point sampling: one exact-label point per cell from a 256^3 grid, thin parts kept;
-    `data.subvoxel_samples`)."""
+    sampling: str = "imnet"
+    """Training points: "imnet" (IM-Net's point sampling: one exact-label point per cell
+    from a 256^3 grid, thin parts kept; `data.subvoxel_samples`; the default since session
+    26) or "center" (occupancy at the cells' centres, the checkpoints trained before)."""
     extra: dict = field(default_factory=dict)
     """Free-form notes copied into the model card."""
 
@@ -265,7 +265,8 @@ def write_model_card(path: Path, record: dict) -> None:
         f"- network: {record['model']}",
         f"- steps: {record['steps']} (16^3/32^3/64^3: {record['config']['phase_iterations']}), "
         f"lr {record['config']['lr']}, batch {record['config']['batch_shapes']} shapes x "
-        f"{record['config']['points_per_shape']} points, loss {record['config']['loss']}",
+        f"{record['config']['points_per_shape']} points, loss {record['config']['loss']}, "
+        f"sampling {record['config'].get('sampling', 'center')}",
         f"- final loss per phase: {record['phase_final_loss']}",
         f"- training time: {record['train_seconds']:.0f} s on {record['device']} "
         f"(+ {record['data_seconds']:.0f} s data), {record['steps_per_second']:.2f} steps/s, "
@@ -305,9 +306,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scale of the shapes' unit cube inside the network's grid, in (0, 1] "
                         "(default: the preset's; < 1 leaves an empty margin around every shape)")
     parser.add_argument("--sampling", default=None, choices=("center", "imnet"),
-                        help="training points: cell centres, or IM-Net's sampling (one "
-                             "exact-label point per cell from a 256^3 grid; default: the "
-                             "schedule's)")
+                        help="training points: IM-Net's sampling (one exact-label point per "
+                             "cell from a 256^3 grid; the default) or cell centres (the "
+                             "checkpoints trained before session 26)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (e.g. 1 to leave a core free)")
