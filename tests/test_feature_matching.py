@@ -10,7 +10,7 @@ import pytest
 import torch
 import trimesh
 
-from backend.data.shapes import generate_shape
+from backend.data.shapes import KEYPOINT_NAMES, generate_shape
 from backend.methods.base import JobContext
 from backend.methods.feature_matching import train as train_mod
 from backend.methods.feature_matching.data import (
@@ -956,3 +956,42 @@ def test_paired_rows_are_the_per_pair_differences_and_the_ratio_of_means():
     assert ratio["value"] == pytest.approx(0.6) and ratio["n"] == 2
     for r in rows.values():
         assert r["ci_low"] <= r["value"] <= r["ci_high"]
+
+
+def test_per_keypoint_breakdown_matches_the_evaluation_error(tmp_path, capsys):
+    """benchmarks/fm_keypoints.py: per named keypoint, the nearest-neighbour errors are
+    those of the evaluation's `keypoint_error` (snapped, same pairs); the table prints
+    every keypoint found and the overall ratio."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from backend.methods.feature_matching import evaluate
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))  # fm_keypoints imports fm_sweep from its own folder
+    try:
+        spec = importlib.util.spec_from_file_location("fm_keypoints", folder / "fm_keypoints.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        torch.manual_seed(0)
+        save_checkpoint(tmp_path / "c.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+        config = evaluate.EvalConfig(match=MatchConfig(steps=2))
+        errors = script.per_keypoint(str(tmp_path / "c.pt"), "chair", 4, 2, 1, config)
+        pairs = script.validation_pairs("chair", 4, 2, 1)
+    finally:
+        sys.path.remove(str(folder))
+    names = KEYPOINT_NAMES["chair"]
+    expected = []
+    for a, b, _ in pairs:
+        both = a.keypoint_mask & b.keypoint_mask
+        expected.append(evaluate.keypoint_error(a.keypoints[both], b.mesh(),
+                                                b.keypoints[both].astype(np.float64)))
+        assert {names[i] for i in np.flatnonzero(both)} <= set(errors)
+    rows = sum(len(e["nearest"]) for e in errors.values())
+    assert rows == sum(int((a.keypoint_mask & b.keypoint_mask).sum()) for a, b, _ in pairs)
+    total = sum(np.linalg.norm(e["nearest"], axis=1).sum() for e in errors.values())
+    counts = [int((a.keypoint_mask & b.keypoint_mask).sum()) for a, b, _ in pairs]
+    assert total == pytest.approx(sum(c * x for c, x in zip(counts, expected, strict=True)))
+    text = script.table(errors)
+    assert "all keypoints: ours / nearest neighbour" in text and all(n in text for n in errors)
