@@ -1,10 +1,14 @@
 """Training samples for the IM-Net model and voxelisation of user meshes.
 
-IM-Net's coarse-to-fine training fits occupancy at the cell centres of 16^3, 32^3 and
-64^3 grids over the unit cube [-0.5, 0.5]^3 (canonical frame); at 64^3 it keeps the
-cells near the surface first (cells whose 3x3x3 neighbourhood is not all inside or all
-outside) and fills up with random other cells. The encoder sees 64^3 occupancy.
-Samples are stored as flat cell indices (int32) plus occupancy (bool) to stay small.
+IM-Net's coarse-to-fine training fits occupancy at one point per cell of 16^3, 32^3 and
+64^3 grids over the network's grid (the canonical unit cube, or a larger cube with a
+margin: ``half_extent``); at 64^3 it keeps the cells near the surface first (cells whose
+3x3x3 neighbourhood is not all inside or all outside) and fills up with random other
+cells. The point is the cell's centre (``sampling="center"``) or, as IM-Net's own point
+sampling, a random 256^3 voxel of the cell with the cell's max-pooled label
+(``"imnet"``, `subvoxel_samples`). The encoder sees 64^3 cell-centre occupancy.
+Samples are stored as flat cell indices (int32), 256^3 voxel indices (uint8) and
+occupancy (bool) to stay small.
 """
 
 from __future__ import annotations
