@@ -797,18 +797,30 @@ def test_pair_cache_written_before_the_baseline_split_is_reused_whole(tmp_path):
     assert set(first) >= {"ours/CD", "source/CD", "cross-fit/part CD"}
 
 
+def benchmark_script(name: str):
+    """The module of ``benchmarks/<name>.py``, loaded with its folder on sys.path (the
+    scripts import each other by name)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
 def test_checkpoint_gate_compares_two_checkpoints_on_the_same_pairs(tmp_path):
     """benchmarks/fm_gate.py: one row per checkpoint, the same checkpoint twice gives the
     same figures, a different one different part CD; the pair wins add up."""
-    import importlib.util
-    from pathlib import Path
-
     from backend.methods.feature_matching import evaluate
 
-    spec = importlib.util.spec_from_file_location(
-        "fm_gate", Path(__file__).resolve().parents[1] / "benchmarks" / "fm_gate.py")
-    gate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gate)
+    gate = benchmark_script("fm_gate")
     for seed, name in ((0, "a.pt"), (1, "b.pt")):
         torch.manual_seed(seed)
         save_checkpoint(tmp_path / name, ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
@@ -839,21 +851,10 @@ def test_settings_sweep_parses_variants_and_draws_validation_pairs_only(tmp_path
     """benchmarks/fm_sweep.py: the paper's string is the evaluation's default settings; bad
     strings are refused by name; its pairs are validation shapes, none of the test shapes
     the evaluation reports on; a variant's figures differ from another's on the same pairs."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     from backend.methods.feature_matching import evaluate
     from backend.methods.feature_matching.data import category_seeds
 
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(folder))  # fm_sweep imports fm_gate from its own folder
-    try:
-        spec = importlib.util.spec_from_file_location("fm_sweep", folder / "fm_sweep.py")
-        sweep = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sweep)
-    finally:
-        sys.path.remove(str(folder))
+    sweep = benchmark_script("fm_sweep")  # imports fm_gate from its own folder
     assert sweep.parse_variant(sweep.PAPER) == evaluate.EvalConfig()
     assert sweep.parse_variant("3,6") == evaluate.EvalConfig()
     odd = sweep.parse_variant("2,4,5:1,1,0.5:0.1:current")
@@ -882,19 +883,7 @@ def test_surface_start_projection_reaches_the_level_set_along_the_normal(tmp_pat
     pre-activation positive), the projection lands on F = tau at the nearest point of the
     plane, i.e. it moves along the plane's normal by (F - tau) / |grad F|; a point already
     on the level set stays; the script's measurement runs on a tiny checkpoint."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location("fm_surface_start",
-                                                      folder / "fm_surface_start.py")
-        script = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(script)
-    finally:
-        sys.path.remove(str(folder))
+    script = benchmark_script("fm_surface_start")
 
     torch.manual_seed(0)
     decoder = ImplicitModel(PRESETS["tiny"]).decoder.double()
@@ -962,25 +951,14 @@ def test_per_keypoint_breakdown_matches_the_evaluation_error(tmp_path, capsys):
     """benchmarks/fm_keypoints.py: per named keypoint, the nearest-neighbour errors are
     those of the evaluation's `keypoint_error` (snapped, same pairs); the table prints
     every keypoint found and the overall ratio."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     from backend.methods.feature_matching import evaluate
 
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(folder))  # fm_keypoints imports fm_sweep from its own folder
-    try:
-        spec = importlib.util.spec_from_file_location("fm_keypoints", folder / "fm_keypoints.py")
-        script = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(script)
-        torch.manual_seed(0)
-        save_checkpoint(tmp_path / "c.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
-        config = evaluate.EvalConfig(match=MatchConfig(steps=2))
-        errors = script.per_keypoint(str(tmp_path / "c.pt"), "chair", 4, 2, 1, config)
-        pairs = script.validation_pairs("chair", 4, 2, 1)
-    finally:
-        sys.path.remove(str(folder))
+    script = benchmark_script("fm_keypoints")  # imports fm_sweep from its own folder
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "c.pt", ImplicitModel(PRESETS["tiny"]).eval(), {"category": "chair"})
+    config = evaluate.EvalConfig(match=MatchConfig(steps=2))
+    errors = script.per_keypoint(str(tmp_path / "c.pt"), "chair", 4, 2, 1, config)
+    pairs = script.validation_pairs("chair", 4, 2, 1)
     names = KEYPOINT_NAMES["chair"]
     expected = []
     for a, b, _ in pairs:

@@ -263,10 +263,9 @@ class PairCodes:
         self._memo: dict[tuple[str, int], torch.Tensor] = {}
 
     def __call__(self, pair: PairData) -> tuple[torch.Tensor, torch.Tensor]:
-        za, zb = _codes(self.model, pair, self.device)
         if self.config.code_from == "encoder":
-            return za, zb
-        return self.refined(pair.source, za), self.refined(pair.target, zb)
+            return _codes(self.model, pair, self.device)
+        return self.refined(pair.source), self.refined(pair.target)
 
     def precompute(self, pairs: list[tuple[Shape, Shape]], shard: tuple[int, int]) -> None:
         """Auto-decode the codes of shard (i, n)'s share of the shapes in ``pairs`` (the
@@ -277,10 +276,11 @@ class PairCodes:
         distinct = list({(s.category, s.seed): s for pair in pairs for s in pair}.values())
         for j, shape in enumerate(distinct):
             if _in_shard(j, shard):
-                self.refined(shape)
+                self.refined(shape, recheck=False)  # this shard's own share
 
-    def refined(self, shape: Shape, code: torch.Tensor | None = None) -> torch.Tensor:
-        """``shape``'s auto-decoded code; ``code``: its encoder code (None: encode it)."""
+    def refined(self, shape: Shape, recheck: bool = True) -> torch.Tensor:
+        """``shape``'s auto-decoded code. recheck: on a miss, read the cache file again
+        first (another shard may have written the code since)."""
         key = (shape.category, shape.seed)
         if key in self._memo:
             return self._memo[key]
@@ -288,16 +288,15 @@ class PairCodes:
         stored = None
         if self.cache is not None:
             stored = self.cache.get(self.scope, name)
-            if stored is None:
+            if stored is None and recheck:
                 self.cache.reload()
                 stored = self.cache.get(self.scope, name)
         if stored is not None:
             z = torch.tensor(stored["code"], dtype=torch.float32, device=self.device)
         else:
             voxels = self.model.shape_voxels(shape)
-            if code is None:
-                with torch.no_grad():
-                    code = self.model.encoder(voxels[None].to(self.device))[0]
+            with torch.no_grad():
+                code = self.model.encoder(voxels[None].to(self.device))[0]
             z = refined_code(self.model, voxels, code, self.config.autodecode_steps, shape.seed,
                              self.config.autodecode_samples)
             if self.cache is not None:

@@ -29,7 +29,6 @@ import torch
 from backend.bench.results import git_commit
 from backend.data.shapes import CATEGORIES, generate_shape
 from backend.methods.feature_matching.data import (
-    FINE_RESOLUTION,
     RESOLUTIONS,
     SAMPLE_COUNTS,
     build_training_set,
@@ -190,7 +189,7 @@ def train(
             if fine is None:
                 points = cell_centers(torch.gather(cells[b_t].long(), 1, pick), res, extent)
             else:
-                points = subvoxel_points(fine[b_t[:, None], pick], FINE_RESOLUTION, extent)
+                points = subvoxel_points(fine[b_t[:, None], pick], half_extent=extent)
             points = points.to(config.device)
             pred = model(voxels[b_t].to(config.device), points)
             err = pred - target
