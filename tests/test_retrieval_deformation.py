@@ -391,6 +391,147 @@ def test_ido_training_with_worker_processes_logs_the_same_fits(tmp_path):
         assert two["last"][key] == pytest.approx(one["last"][key], rel=1e-5), key
 
 
+def _step_deltas(model, config, inputs, pts, seed):
+    """Run one `train_step` with plain SGD (lr 1, no momentum or decay) on a copy of
+    ``model``; returns the copy's parameter changes per module (= minus the gradients)."""
+    import copy
+
+    from backend.methods.retrieval_deformation.checkpoint import JointModel
+
+    m = copy.deepcopy(model)
+    m.deformation.train()
+    m.retrieval.train()
+    before = {n: {k: v.detach().clone() for k, v in getattr(m, n).named_parameters()}
+              for n in ("deformation", "retrieval")}
+    opts = {n: torch.optim.SGD(getattr(m, n).parameters(), lr=1.0)
+            for n in ("deformation", "retrieval")}
+    assert isinstance(m, JointModel)
+    train_cli.train_step(m, opts, inputs, pts, config, True, torch.Generator().manual_seed(seed))
+    return {n: {k: v.detach() - before[n][k] for k, v in getattr(m, n).named_parameters()}
+            for n in ("deformation", "retrieval")}
+
+
+def _naive_grads(model, config, inputs, pts, seed, mode):
+    """The gradients one step should apply, written out per target and candidate: K uniform
+    candidates (same generator), each deformed and IDO-refined on its own; the deformation
+    loss is the authors' P_R-weighted squared parameter distance to the IDO optimum (mode
+    "params") or Eq. 4 on the network's fits; L_emb uses the IDO fits only in mode "fits"."""
+    import copy
+
+    from backend.methods.retrieval_deformation.joint import (
+        deform_candidates,
+        retrieval_probabilities,
+    )
+
+    m = copy.deepcopy(model)
+    m.deformation.train()
+    m.retrieval.train()
+    b, k = pts.shape[0], config.k
+    cand = soft_retrieval(torch.zeros(b, len(m.library)), k, config.sigma0,
+                          torch.Generator().manual_seed(seed), uniform=True)
+    with torch.no_grad():
+        d2_all = m.retrieval.distances(m.retrieval.encoder(inputs))
+    out = deform_candidates(m.deformation, m.deformation.encoder(inputs), cand,
+                            m.library.batch(cand.reshape(-1), "cpu"), pts)
+    w = retrieval_probabilities(torch.gather(d2_all, 1, cand), config.sigma0)
+    loss_d, ido_fit = 0.0, torch.zeros(b, k)
+    for i in range(b):
+        for j in range(k):
+            one = m.library.batch(cand[i, j:j + 1], "cpu")  # unpadded: its own parts
+            n = one.centers.shape[1]
+            assert not out.params[i, j, n:].any()  # padded parts stay zero
+            refined = inner_deformation_optimization(
+                out.params[i, j:j + 1, :n].detach(), one, pts[i:i + 1], config.ido_lr,
+                config.ido_max_iters, config.ido_tol)
+            ido_fit[i, j] = refined.fit[0]
+            if mode == "params":
+                term = (out.params[i, j, :n] - refined.params[0]).square().sum()
+            else:
+                term = out.fit[i, j]
+            loss_d = loss_d + w[i, j] * term / b
+    loss_d = loss_d + config.symmetry_weight * out.symmetry.mean()
+    params_d = dict(m.deformation.named_parameters())
+    grads_d = torch.autograd.grad(loss_d, list(params_d.values()), allow_unused=True)
+    fit = ido_fit if mode == "fits" else out.fit.detach()
+    d2 = m.retrieval.distances(m.retrieval.encoder(inputs), cand)
+    loss_r = embedding_loss(d2, fit, m.retrieval.sigma(cand), config.sigma0,
+                            config.fit_normalization, config.sigma_power)
+    params_r = dict(m.retrieval.named_parameters())
+    grads_r = torch.autograd.grad(loss_r, list(params_r.values()), allow_unused=True)
+    zero = torch.zeros_like
+    return {"deformation": {n: g if g is not None else zero(params_d[n])
+                            for n, g in zip(params_d, grads_d)},
+            "retrieval": {n: g if g is not None else zero(params_r[n])
+                          for n, g in zip(params_r, grads_r)}}
+
+
+@pytest.mark.parametrize("mode", ["params", "fits"])
+def test_ido_training_modes_match_a_per_candidate_loop(library, mode):
+    """--ido-in-training: the authors' mode ("params", joint_with_icp.py --fitting_loss l2)
+    moves the deformation module along minus the gradient of the P_R-weighted squared
+    distance of its parameters to the IDO optimum and the retrieval module on the network's
+    fits; "fits" (sessions 21-25) keeps Eq. 4 for D and gives L_emb the IDO fits. Both
+    against the same step written out per candidate, and the two modes differ."""
+    import dataclasses
+
+    from backend.methods.retrieval_deformation.checkpoint import build_model
+    from backend.methods.retrieval_deformation.model import ModelConfig
+
+    model = build_model(ModelConfig(target="points"), library, seed=3)
+    config = dataclasses.replace(train_cli.TrainConfig(), k=3, ido_in_training=True,
+                                 ido_mode=mode, ido_max_iters=20, sigma_power=2)
+    rng = np.random.default_rng(0)
+    pts = torch.from_numpy(library.points[[1, 3]] * 1.1 + 0.01 *
+                           rng.standard_normal((2, 256, 3)).astype(np.float32)).float()
+    deltas = _step_deltas(model, config, pts, pts, seed=5)
+    grads = _naive_grads(model, config, pts, pts, seed=5, mode=mode)
+    moved = 0
+    for module in ("deformation", "retrieval"):
+        for name, delta in deltas[module].items():
+            assert_close(delta, -grads[module][name], atol=1e-6, rtol=1e-4)
+            moved += bool(delta.abs().max() > 0)
+    assert moved > 10  # both modules' weights and codes did move
+    other = dataclasses.replace(config, ido_mode="fits" if mode == "params" else "params")
+    alt = _step_deltas(model, other, pts, pts, seed=5)
+    assert not torch.allclose(alt["deformation"]["mlp.0.weight"],
+                              deltas["deformation"]["mlp.0.weight"])
+
+
+def test_init_deformation_starts_from_the_df_module(tmp_path):
+    """--init-deformation DF: the deformation module (networks and codes) starts as DF's,
+    the retrieval module as a fresh one; the checkpoint records it and DF's step count; a DF
+    over another library is refused, naming the cause."""
+    from backend.methods.retrieval_deformation.checkpoint import build_model, load_checkpoint
+
+    def train(out, *extra):
+        parser = argparse.ArgumentParser()
+        train_cli.add_arguments(parser)
+        args = parser.parse_args(["--tiny", "--target", "points", "--out", str(out), *extra])
+        assert train_cli.run(args) == 0
+        return json.loads((out / "config.json").read_text())
+
+    df_dir = tmp_path / "df"
+    train(df_dir, "--sampling", "random_pairs", "--max-steps", "2")
+    df, _ = load_checkpoint(df_dir)
+    model_config, config = train_cli.tiny_configs("points")
+    fresh = build_model(model_config, builtin_library("chair", config.sources, config.seed,
+                                                      config.n_points), config.seed)
+    untouched = {k: v.clone() for k, v in fresh.retrieval.state_dict().items()}
+    assert not torch.equal(fresh.deformation.mlp[0].weight, df.deformation.mlp[0].weight)
+    train_cli.init_from_deformation(fresh, df_dir)
+    for key, value in df.deformation.state_dict().items():
+        assert torch.equal(fresh.deformation.state_dict()[key], value), key
+    for key, value in untouched.items():
+        assert torch.equal(fresh.retrieval.state_dict()[key], value), key
+
+    doc = train(tmp_path / "ours", "--init-deformation", str(df_dir), "--max-steps", "1")
+    assert doc["train"]["init_deformation"] == str(df_dir)
+    assert doc["summary"]["init_deformation_steps"] == 2
+    with pytest.raises(ValueError, match="library is not this training's"):
+        train(tmp_path / "other", "--init-deformation", str(df_dir), "--sources", "5",
+              "--max-steps", "1")
+
+
 @pytest.mark.parametrize("target", ["points", "image"])
 def test_cpu_config_checkpoint_fits_the_zoo_limit_in_fp16(library, target):
     """A --cpu-config checkpoint of 200 sources, stored in fp16, is <= 25 MB (the zoo's

@@ -10,6 +10,11 @@ Variants (``--sampling``): ``biased`` (Ours), ``uniform`` (Uniform Sampling abla
 same joint training, candidates drawn uniformly), ``random_pairs`` (DF: the deformation
 module alone on random pairs, unweighted L_def; the pre-trained module of R+DF / DAR+DF).
 
+``--init-deformation DF`` starts the deformation module (target encoder, MLP, global and
+part codes) from a DF checkpoint over the same library, as the authors' joint trainings do
+(``--init_deformation --model_init df_<category>_<target>``); ``--ido-in-training`` follows
+their ``joint_with_icp.py --use_icp_pp --fitting_loss l2`` (``--ido-mode params``).
+
 ``--resume`` makes a long run (e.g. ``--ido-in-training`` on a CPU, ~3 h) survive being
 killed: the state is saved every ``--state-every`` seconds and the same command goes on
 from it, bit-identical to an uninterrupted run.
@@ -47,6 +52,8 @@ from backend.methods.retrieval_deformation.library import builtin_library
 from backend.methods.retrieval_deformation.model import ModelConfig
 
 SAMPLINGS = ("biased", "uniform", "random_pairs")
+#: How IDO enters training (`TrainConfig.ido_mode`).
+IDO_MODES = ("params", "fits")
 
 
 @dataclass
@@ -83,7 +90,16 @@ class TrainConfig:
     symmetry_weight: float = 1.0
     """Weight of the bilateral symmetry regulariser on symmetric sources."""
     ido_in_training: bool = False
-    """Use IDO-refined fits as d_fit in L_emb (the paper's "w/ IDO" training)."""
+    """The paper's "Ours w/ IDO" training: IDO on every step's candidates (see ido_mode)."""
+    ido_mode: str = "params"
+    """params (the authors' ``joint_with_icp.py --fitting_loss l2``): the deformation module
+    is regressed onto the IDO-optimised part parameters (squared L2, weighted by P_R over the
+    K as Eq. 4), the retrieval module learns from the network's own fits. fits (sessions
+    21-25): the deformation module keeps Eq. 4 and L_emb takes the IDO fits as d_fit."""
+    init_deformation: str | None = None
+    """DF checkpoint (``--sampling random_pairs``, same category, sources, seed and points)
+    whose deformation module starts this training: the authors' joint trainings start from
+    their DF (``--init_deformation``). None: from scratch."""
     ido_lr: float = 0.5
     ido_max_iters: int = 2000
     ido_tol: float = 1e-5
@@ -160,24 +176,37 @@ def train_step(model: JointModel, optimizers: dict, inputs: torch.Tensor, target
     d2_c = torch.gather(d2_all, 1, cand)
     weighted = config.sampling != "random_pairs"
     loss_def = deformation_loss(d2_c, out.fit, config.sigma0, weighted=weighted)
-    loss = loss_def + config.symmetry_weight * out.symmetry.mean()
-    optimizers["deformation"].zero_grad()
-    loss.backward()
-    optimizers["deformation"].step()
-    logs = {"loss_def": loss_def.item(), "symmetry": out.symmetry.mean().item(),
-            "fit_mean": out.fit.mean().item()}
-    if config.sampling == "random_pairs":
-        return logs
-    # Retrieval update, deformation fixed (Eq. 2).
-    fit = out.fit.detach()
+    refined = None
     if config.ido_in_training:
         b, k = cand.shape
         tgt = target_points[:, None].expand(-1, k, -1, -1).reshape(b * k, -1, 3)
         refined = (ido or inner_deformation_optimization)(
             out.params.detach().reshape(b * k, -1, 6), sources, tgt,
             config.ido_lr, config.ido_max_iters, config.ido_tol)
-        fit = refined.fit.reshape(b, k)
+    if refined is not None and config.ido_mode == "params":
+        # The authors' "l2" fitting loss: per candidate the squared distance of the network's
+        # (feasible) parameters to the IDO optimum, weighted over the K as Eq. 4.
+        l2 = (out.params - refined.params.reshape(out.params.shape)).square().sum((-1, -2))
+        loss_ido = deformation_loss(d2_c, l2, config.sigma0, weighted=weighted)
+        loss = loss_ido + config.symmetry_weight * out.symmetry.mean()
+    else:
+        loss = loss_def + config.symmetry_weight * out.symmetry.mean()
+    optimizers["deformation"].zero_grad()
+    loss.backward()
+    optimizers["deformation"].step()
+    logs = {"loss_def": loss_def.item(), "symmetry": out.symmetry.mean().item(),
+            "fit_mean": out.fit.mean().item()}
+    if refined is not None:
         logs["ido_iters"] = float(refined.iterations.max())
+        logs["ido_fit_mean"] = refined.fit.mean().item()
+        if config.ido_mode == "params":
+            logs["loss_ido_l2"] = loss_ido.item()
+    if config.sampling == "random_pairs":
+        return logs
+    # Retrieval update, deformation fixed (Eq. 2).
+    fit = out.fit.detach()
+    if refined is not None and config.ido_mode == "fits":
+        fit = refined.fit.reshape(cand.shape)
     d2 = model.retrieval.distances(model.retrieval.encoder(inputs), cand)
     sigma = model.retrieval.sigma(cand)
     loss_emb = embedding_loss(d2, fit, sigma, config.sigma0, config.fit_normalization,
@@ -224,6 +253,8 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
         raise ValueError("batch_size must be at least 2 (the encoders use batch normalisation)")
     if ido_workers < 1:
         raise ValueError(f"ido_workers must be at least 1, got {ido_workers}")
+    if config.ido_mode not in IDO_MODES:
+        raise ValueError(f"ido_mode must be one of {IDO_MODES}, got {config.ido_mode!r}")
     start = time.perf_counter()
     library = builtin_library(config.category, config.sources, config.seed, config.n_points)
     targets = builtin_targets(
@@ -232,6 +263,10 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
         resolution=config.resolution, views=config.views, data_dir=data_dir,
     )
     model = build_model(model_config, library, config.seed).to(device)
+    init_steps = None
+    if config.init_deformation:
+        init_doc = init_from_deformation(model, config.init_deformation)
+        init_steps = (init_doc.get("summary") or {}).get("steps")
     model.deformation.train()
     model.retrieval.train()
     optimizers = make_optimizers(model, config)
@@ -296,10 +331,36 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
         summary["ido_workers"] = ido_workers
     if position["step"]:
         summary["resumed_at_step"] = position["step"]
+    if config.init_deformation:
+        summary["init_deformation_steps"] = init_steps  # the DF training this one went on from
     save_checkpoint(model, out, {"train": dataclasses.asdict(config), "summary": summary})
     if not stopped:
         state_path.unlink(missing_ok=True)  # finished: nothing left to resume
     return summary
+
+
+def init_from_deformation(model: JointModel, checkpoint: str | Path) -> dict:
+    """Copy the deformation module of ``checkpoint`` (encoder, MLP, global and part codes)
+    into ``model``; the two must share the library (same sources, in order, same samples)
+    and the deformation network's config. Returns the checkpoint's config.json."""
+    from backend.methods.retrieval_deformation.checkpoint import load_checkpoint
+
+    df, doc = load_checkpoint(checkpoint, "cpu")
+    ours, theirs = model.library, df.library
+    if list(ours.names) != list(theirs.names) or not np.array_equal(ours.points, theirs.points):
+        raise ValueError(f"--init-deformation {checkpoint}: its library is not this training's "
+                         f"({len(theirs)} sources against {len(ours)}, or other shapes); train "
+                         "the DF checkpoint with the same category, --sources, --seed and "
+                         "--n-points")
+    mine, other = model.config.to_json(), df.config.to_json()
+    differ = sorted(k for k in set(mine) | set(other)
+                    if k != "sigma_start" and mine.get(k) != other.get(k))
+    if differ:
+        raise ValueError(f"--init-deformation {checkpoint}: its network config differs in "
+                         f"{', '.join(differ)}")
+    device = next(model.deformation.parameters()).device
+    model.deformation.load_state_dict(df.deformation.to(device).state_dict())
+    return doc
 
 
 STATE_FILE = "train_state.pt"
@@ -372,6 +433,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--resume: seconds between state saves (default 600)")
     parser.add_argument("--sampling", choices=SAMPLINGS, default=None)
     parser.add_argument("--ido-in-training", action="store_true", default=None)
+    parser.add_argument("--ido-mode", choices=IDO_MODES, default=None,
+                        help="with --ido-in-training: params (default; the authors' code: the "
+                        "deformation module regressed onto the IDO optimum) or fits (IDO fits "
+                        "in L_emb, sessions 21-25)")
+    parser.add_argument("--init-deformation", default=None, metavar="DF_CHECKPOINT",
+                        help="start the deformation module from this DF checkpoint (trained "
+                        "with --sampling random_pairs, same category, sources, seed and "
+                        "points), as the authors' joint trainings do")
     parser.add_argument("--ido-workers", type=int, default=1, metavar="N",
                         help="--ido-in-training on the CPU: run IDO in N worker processes, one "
                         "core each (default 1: in the training process)")
