@@ -22,7 +22,10 @@
 # and its rows belong in their own RESULTS file), IDO_TRAINING=1 (also train the
 # paper's "Ours w/ IDO", --ido-in-training, as ours_ido: ~3 h of one core at the CPU config,
 # run with --resume, so rerunning the script after a kill goes on from the saved state;
-# IDO_WORKERS=N runs its IDO in N processes, --ido-workers: ~1 h 50 min with 2 on the 2 cores). The
+# IDO_WORKERS=N runs its IDO in N processes, --ido-workers: ~1 h 50 min with 2 on the 2 cores),
+# INIT_FROM_DF (default 1: Ours, Uniform and Ours w/ IDO start their deformation module from
+# the cell's DF, --init-deformation, as the authors' joint trainings do, so DF trains first;
+# 0: from scratch, the protocol before session 27). The
 # evaluation holds a lock on RESULTS.lock, so cells run side by side append to one results
 # file in turn.
 set -euo pipefail
@@ -59,12 +62,18 @@ pool() {  # pool CMD...: run the commands, at most $max_jobs at a time; fail if 
   return $rc
 }
 
-first=("train ours" "train df --sampling random_pairs" "train uniform --sampling uniform")
-[[ "${IDO_TRAINING:-0}" == 1 ]] && first+=("train ours_ido --ido-in-training --resume --ido-workers ${IDO_WORKERS:-1}")
-pool "${first[@]}"
+joint=("train ours" "train uniform --sampling uniform")
+[[ "${IDO_TRAINING:-0}" == 1 ]] && joint+=("train ours_ido --ido-in-training --resume --ido-workers ${IDO_WORKERS:-1}")
 # R and DAR retrieve over the random-pairs deformation (DF), so they start after it
-pool "train dar --baseline dar --deformation ${base}_df" \
-  "train r --baseline r --deformation ${base}_df"
+after_df=("train dar --baseline dar --deformation ${base}_df"
+          "train r --baseline r --deformation ${base}_df")
+if [[ "${INIT_FROM_DF:-1}" == 1 ]]; then
+  pool "train df --sampling random_pairs"
+  pool "${joint[@]/%/ --init-deformation ${base}_df}" "${after_df[@]}"
+else
+  pool "${joint[@]}" "train df --sampling random_pairs"
+  pool "${after_df[@]}"
+fi
 
 ido=()
 if [[ "$target" == points ]]; then  # IDO fits a 3D target; image targets have none

@@ -220,8 +220,9 @@ def test_baselines_train_and_evaluate_tiny(tmp_path):
 
 def test_rd_cell_script_runs_two_cells_at_once_into_one_results_file(tmp_path):
     """``benchmarks/rd_cell.sh`` (the GPU session runs several cells side by side): every
-    training of a cell at once (JOBS), "Ours w/ IDO" trained with IDO (IDO_TRAINING), and
-    the two cells' evaluations appending in turn to one results file."""
+    training of a cell at once (JOBS), "Ours w/ IDO" trained with IDO (IDO_TRAINING), the
+    joint trainings started from the cell's DF (INIT_FROM_DF, the default), and the two
+    cells' evaluations appending in turn to one results file."""
     import json
     import os
     import subprocess
@@ -243,6 +244,11 @@ def test_rd_cell_script_runs_two_cells_at_once_into_one_results_file(tmp_path):
     assert doc["command"].count(" ;; ") == 1  # both evaluations, neither overwritten
     for cat in ("chair", "table"):
         assert (tmp_path / "runs" / f"{cat}_points_ours_ido" / "model.pt").is_file()
+        df = str(tmp_path / "runs" / f"{cat}_points_df")
+        for name, init in (("ours", df), ("uniform", df), ("ours_ido", df), ("dar", None)):
+            doc_run = json.loads((tmp_path / "runs" / f"{cat}_points_{name}" / "config.json")
+                                 .read_text())
+            assert doc_run["train"].get("init_deformation") == init, (cat, name)
         rows = {(r["variant"], r["condition"]) for r in doc["rows"] if r["category"] == cat}
         for variant in ("R", "R+DF", "DAR", "DAR+DF", "Uniform", "Ours", "Ours w/ IDO"):
             assert (variant, "points") in rows, (cat, variant)
