@@ -505,3 +505,58 @@ def test_export_fp16_halves_the_weights_and_keeps_the_predictions(tiny_checkpoin
     assert_close(r16.fit, r32.fit, rtol=2e-2, atol=1e-4)
     with pytest.raises(ValueError, match="exists"):
         export_fp16(tiny_checkpoint, out)
+
+
+def _encoded(model, points: np.ndarray) -> torch.Tensor:
+    """E_R of ``points`` (S, N, 3) in eval mode, one source at a time (naive)."""
+    model.retrieval.encoder.eval()
+    with torch.no_grad():
+        return torch.cat([model.retrieval.encoder(torch.from_numpy(p[None])) for p in points])
+
+
+def test_encoder_source_embedding_trains_and_retrieves_a_source_by_its_own_samples(tmp_path):
+    """--source-embedding encoder (the authors' --use_src_encoder_retrieval): Ours and DAR
+    store E_R(samples) of every source, the training step's candidate distances reach E_R
+    through the sources too, a target that is a source's own samples retrieves it first at
+    distance 0, new sources get E_R(samples) without fitting, and image targets are refused."""
+    from backend.methods.retrieval_deformation.inference import retrieve_and_deform
+    from backend.methods.retrieval_deformation.model import ModelConfig
+
+    df, ours, dar = tmp_path / "df", tmp_path / "ours", tmp_path / "dar"
+    assert _run(train_cli, ["--tiny", "--out", str(df), "--max-steps", "2",
+                            "--sampling", "random_pairs"]) == 0
+    assert _run(train_cli, ["--tiny", "--out", str(ours), "--max-steps", "2",
+                            "--source-embedding", "encoder", "--init-deformation", str(df)]) == 0
+    assert _run(train_cli, ["--baseline", "dar", "--deformation", str(df), "--out", str(dar),
+                            "--source-embedding", "encoder", "--device", "cpu"]) == 0
+    for path in (ours, dar):
+        model, doc = load_checkpoint(path)
+        assert doc["model"]["source_embedding"] == "encoder"
+        stored = model.retrieval.source_embeddings.detach()
+        assert_close(stored, _encoded(model, model.library.points), atol=1e-5)
+        s = 2
+        pts = torch.from_numpy(model.library.points[s:s + 1])
+        out = retrieve_and_deform(model, pts.expand(2, -1, -1).contiguous(), None, 3,
+                                  deform=False)
+        assert out.sources[0, 0] == s and float(out.distance[0, 0]) < 1e-8
+
+    # the training step's distances are differentiable in E_R through the candidates
+    model, _ = load_checkpoint(ours)
+    model.retrieval.train()
+    cand = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    src = model.library.batch(cand.reshape(-1), "cpu").points
+    e_t = model.retrieval.encoder(torch.from_numpy(model.library.points[[1, 4]]))
+    d2 = model.retrieval.candidate_distances(e_t.detach(), cand, src)
+    (grad,) = torch.autograd.grad(d2.sum(), model.retrieval.encoder.head.weight)
+    assert grad.abs().max() > 0
+
+    # new sources: E_R of their samples, not fitted
+    new_lib = builtin_library("chair", 3, seed=7, n_points=256)
+    targets = builtin_targets("chair", "train", 4, seed=0, skip=6, n_points=256)
+    fitted, _ = fit_source_codes(model, new_lib, targets, FitConfig(steps=3, batch_size=2, k=2))
+    assert_close(fitted.retrieval.source_embeddings.detach(), _encoded(fitted, new_lib.points),
+                 atol=1e-5)
+    assert not fitted.retrieval.source_embeddings.requires_grad
+
+    with pytest.raises(ValueError, match="point targets"):
+        ModelConfig(target="image", source_embedding="encoder")

@@ -77,13 +77,19 @@ def model_for_library(model: JointModel, library: SourceLibrary, seed: int = 0) 
         for name in ("source_embeddings", "source_weights", "source_sigmas"):
             old = getattr(model.retrieval, name)
             getattr(new.retrieval, name).copy_(_init_rows(old, len(getattr(new.retrieval, name)), g))
+    if new.retrieval.encodes_sources:  # the new sources' samples through E_R: nothing to fit
+        new.retrieval.refresh_source_embeddings(torch.from_numpy(library.points).to(device))
     return new
 
 
 def code_parameters(model: JointModel) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """The auto-decoded rows: (D's global and part codes, R's embeddings, weights, sigmas)."""
+    """The auto-decoded rows: (D's global and part codes, R's embeddings (unless E_R gives
+    them), weights, sigmas)."""
     d, r = model.deformation, model.retrieval
-    return [d.global_codes, d.part_codes], [r.source_embeddings, r.source_weights, r.source_sigmas]
+    rows = [r.source_weights, r.source_sigmas]
+    if not r.encodes_sources:  # else E_R gives the embeddings (`model_for_library`)
+        rows.insert(0, r.source_embeddings)
+    return [d.global_codes, d.part_codes], rows
 
 
 def _freeze_networks(model: JointModel) -> None:
@@ -167,6 +173,7 @@ def fit_source_codes(model: JointModel, library: SourceLibrary, targets: Targets
         p.requires_grad_(True)
     for p in new.retrieval.parameters():
         p.requires_grad_(True)
+    new.retrieval.source_embeddings.requires_grad_(not new.retrieval.encodes_sources)
     summary = {"steps": config.steps, "seconds": round(time.perf_counter() - start, 2),
                "first": history[0] if history else None, "last": history[-1] if history else None,
                "config": dataclasses.asdict(config)}

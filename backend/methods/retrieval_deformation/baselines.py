@@ -14,6 +14,7 @@ evaluation treats them as any other (``:nodeform`` evaluates retrieval only).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -87,6 +88,8 @@ def train_r(df_checkpoint: str, out: str, steps: int, device: str = "cpu",
     train = dict(doc.get("train") or {})
     torch.manual_seed(seed)
     lib = model.library
+    # R's sources sit at their MDS coordinates, stored as free embeddings
+    model.config = dataclasses.replace(model.config, source_embedding="autodecode")
     start = time.perf_counter()
     pts = torch.from_numpy(lib.points).to(device)
     coords = classical_mds(chamfer_matrix(pts), model.config.embedding_dim).to(device)
@@ -126,14 +129,21 @@ def train_r(df_checkpoint: str, out: str, steps: int, device: str = "cpu",
 
 
 def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = None,
-              device: str = "cpu", seed: int = 0, progress: bool = True) -> dict:
+              device: str = "cpu", seed: int = 0, progress: bool = True,
+              source_embedding: str | None = None) -> dict:
     """The DAR baseline: DF's deformation module frozen, the retrieval module (fresh,
-    seeded) trained with Eq. 2 on uniformly drawn candidates of DF's training targets."""
+    seeded) trained with Eq. 2 on uniformly drawn candidates of DF's training targets.
+
+    source_embedding: "encoder" embeds the sources with the retrieval encoder, as [Uy 2020]
+    does (and as Ours trained with it); None keeps DF's config ("autodecode" by default)."""
     model, doc = load_checkpoint(df_checkpoint, device)
     train = dict(doc.get("train") or {})
     torch.manual_seed(seed)
+    if source_embedding:
+        model.config = dataclasses.replace(model.config, source_embedding=source_embedding)
     fresh = type(model.retrieval)(model.config, len(model.library)).to(device)
     model.retrieval = fresh
+    source_points = torch.from_numpy(model.library.points).to(device)
     data = builtin_targets(
         train.get("category", "chair"), "train", int(targets or train.get("targets", 2000)),
         seed=int(train.get("seed", 0)), skip=int(train.get("sources", len(model.library))),
@@ -158,10 +168,11 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
         tgt = torch.from_numpy(data.points[index]).to(device)
         cand = soft_retrieval(torch.zeros(batch, len(model.library), device=device), k, sigma0,
                               gen, uniform=True)
+        sources = model.library.batch(cand.reshape(-1), device)
         with torch.no_grad():
             fit = deform_candidates(model.deformation, model.deformation.encoder(inputs), cand,
-                                    model.library.batch(cand.reshape(-1), device), tgt).fit
-        d2 = fresh.distances(fresh.encoder(inputs), cand)
+                                    sources, tgt).fit
+        d2 = fresh.candidate_distances(fresh.encoder(inputs), cand, sources.points)
         loss = embedding_loss(d2, fit, fresh.sigma(cand), sigma0, *form)
         opt.zero_grad()
         loss.backward()
@@ -170,6 +181,8 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
             print(f"DAR step {step + 1}/{steps} loss_emb={loss.item():.4g}", flush=True)
     for p in model.deformation.parameters():
         p.requires_grad_(True)
+    if fresh.encodes_sources:  # the full scan at evaluation uses the stored embeddings
+        fresh.refresh_source_embeddings(source_points)
     summary = {"baseline": "DAR", "steps": steps, "seconds": round(time.perf_counter() - start, 2),
                "device": str(device), "last": {"loss_emb": loss.item()}}
     save_checkpoint(model.eval(), out, {"train": train, "baseline": summary,

@@ -16,6 +16,11 @@ from torch import nn
 
 from backend.methods.retrieval_deformation.deformation import PARAMS_PER_PART
 
+#: `ModelConfig.source_embedding` values.
+SOURCE_EMBEDDINGS = ("autodecode", "encoder")
+#: ModelConfig fields that only the retrieval module reads.
+RETRIEVAL_ONLY = ("embedding_dim", "sigma_start", "source_embedding")
+
 
 @dataclass
 class ModelConfig:
@@ -42,6 +47,20 @@ class ModelConfig:
     sigma_start: float | None = 0.0
     """Logit u_s that every sigma_k = sigmoid(u_s) starts at (0: sigma_k = 0.5); None draws
     each from N(0, 1), the start before session 14 (see `RetrievalModule`)."""
+    source_embedding: str = "autodecode"
+    """How sources are placed in the retrieval space: "autodecode" (a free embedding per
+    source, learned by L_emb; every checkpoint before session 27) or "encoder" (the source's
+    own samples through the retrieval encoder E_R, as the authors' code does with
+    ``--use_src_encoder_retrieval``; point targets only)."""
+
+    def __post_init__(self) -> None:
+        if self.source_embedding not in SOURCE_EMBEDDINGS:
+            raise ValueError(f"source_embedding must be one of {SOURCE_EMBEDDINGS}, got "
+                             f"{self.source_embedding!r}")
+        if self.source_embedding == "encoder" and self.target != "points":
+            raise ValueError("source_embedding='encoder' embeds a source's samples with the "
+                             "target encoder, so it needs point targets; image targets use "
+                             "'autodecode'")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -202,6 +221,9 @@ class RetrievalModule(nn.Module):
         super().__init__()
         self.encoder = make_encoder(config, config.embedding_dim)
         self.source_embeddings = nn.Parameter(torch.randn(num_sources, config.embedding_dim))
+        self.encodes_sources = config.source_embedding == "encoder"
+        if self.encodes_sources:  # E_R(source samples), stored by `refresh_source_embeddings`
+            self.source_embeddings.requires_grad_(False)
         self.source_weights = nn.Parameter(torch.randn(num_sources, config.embedding_dim))
         sigmas = torch.randn(num_sources)  # drawn either way: later seeded draws do not shift
         if config.sigma_start is not None:
@@ -229,13 +251,44 @@ class RetrievalModule(nn.Module):
         """Per-source sigma_k > 0 for source indices of any shape (same shape)."""
         return torch.sigmoid(self.source_sigmas[sources]) + 1e-6
 
-    def distances(self, embedding: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
+    @torch.no_grad()
+    def refresh_source_embeddings(self, points: torch.Tensor, chunk: int = 64) -> None:
+        """``encoder`` mode: store E_R(samples) of every source (S, N, 3) as its embedding,
+        with the encoder in eval mode (as targets are embedded at inference); the training
+        step embeds its candidates afresh (`candidate_distances`), these serve the full scan."""
+        if not self.encodes_sources:
+            raise ValueError("refresh_source_embeddings needs source_embedding='encoder'")
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            for i in range(0, points.shape[0], chunk):
+                self.source_embeddings[i:i + chunk] = self.encoder(points[i:i + chunk])
+        finally:
+            self.encoder.train(was_training)
+
+    def candidate_distances(self, embedding: torch.Tensor, sources: torch.Tensor,
+                            source_points: torch.Tensor) -> torch.Tensor:
+        """d_R^2 of the (B, K) candidates ``sources`` for training, differentiable in the
+        embeddings: in ``encoder`` mode the candidates' samples (B*K, N, 3), row-major, go
+        through E_R now (the authors' ``get_source_latent_codes_encoder``); else the stored
+        embeddings are used."""
+        if not self.encodes_sources:
+            return self.distances(embedding, sources)
+        b, k = sources.shape
+        return self.distances(embedding, sources, self.encoder(source_points).reshape(b, k, -1))
+
+    def distances(self, embedding: torch.Tensor, sources: torch.Tensor | None = None,
+                  source_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """Squared retrieval distances d_R^2.
 
         embedding: (B, D) target embeddings from ``self.encoder``.
         sources: (B, K) int64 source indices, or None for all S sources.
+        source_embeddings: (B, K, D) embeddings of ``sources`` to use instead of the stored.
         Returns (B, K) or (B, S) float.
         """
+        if source_embeddings is not None:
+            w = torch.sigmoid(self.source_weights[sources]) + 1e-6
+            return ((embedding[:, None] - source_embeddings) * w).square().sum(-1)
         if sources is None and self.source_embeddings.shape[0] > self.EXPANDED_SCAN:
             # Large libraries: sum_j w^2 (t - e)^2 = t^2.w^2 - 2 t.(w^2 e) + e^2.w^2 as
             # matrix products, without the (B, S, D) difference tensor.

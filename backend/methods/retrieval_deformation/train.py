@@ -49,7 +49,11 @@ from backend.methods.retrieval_deformation.joint import (
     soft_retrieval,
 )
 from backend.methods.retrieval_deformation.library import builtin_library
-from backend.methods.retrieval_deformation.model import ModelConfig
+from backend.methods.retrieval_deformation.model import (
+    RETRIEVAL_ONLY,
+    SOURCE_EMBEDDINGS,
+    ModelConfig,
+)
 
 SAMPLINGS = ("biased", "uniform", "random_pairs")
 #: How IDO enters training (`TrainConfig.ido_mode`).
@@ -207,7 +211,7 @@ def train_step(model: JointModel, optimizers: dict, inputs: torch.Tensor, target
     fit = out.fit.detach()
     if refined is not None and config.ido_mode == "fits":
         fit = refined.fit.reshape(cand.shape)
-    d2 = model.retrieval.distances(model.retrieval.encoder(inputs), cand)
+    d2 = model.retrieval.candidate_distances(model.retrieval.encoder(inputs), cand, sources.points)
     sigma = model.retrieval.sigma(cand)
     loss_emb = embedding_loss(d2, fit, sigma, config.sigma0, config.fit_normalization,
                               config.sigma_power)
@@ -292,6 +296,12 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
                     {"epoch": epoch, "batch": batch, "step": step, "seconds": elapsed(),
                      "order": order.tolist()})
 
+    source_points = torch.from_numpy(library.points).to(device)
+
+    def refresh() -> None:  # "encoder" mode: the full scan's source embeddings, once an epoch
+        if model.retrieval.encodes_sources:
+            model.retrieval.refresh_source_embeddings(source_points)
+
     stopped = False
     parallel = config.ido_in_training and ido_workers > 1 and torch.device(device).type == "cpu"
     ido = IDOPool(ido_workers) if parallel else None
@@ -300,6 +310,7 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
             resumed_order = position["order"] if epoch == position["epoch"] else None
             order = np.asarray(resumed_order) if resumed_order is not None else rng.permutation(n)
             first = position["batch"] if epoch == position["epoch"] else 0
+            refresh()
             batches = range(0, n - config.batch_size + 1, config.batch_size)
             for i in range(first, len(batches)):
                 index = order[batches[i]:batches[i] + config.batch_size]
@@ -325,6 +336,7 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
         if ido is not None:
             ido.close()
     writer.close()
+    refresh()  # the stored embeddings of the final encoder
     seconds = elapsed()
     summary = {"steps": step, "seconds": round(seconds, 2), "device": str(device), "last": logs}
     if ido is not None:
@@ -354,7 +366,7 @@ def init_from_deformation(model: JointModel, checkpoint: str | Path) -> dict:
                          "--n-points")
     mine, other = model.config.to_json(), df.config.to_json()
     differ = sorted(k for k in set(mine) | set(other)
-                    if k != "sigma_start" and mine.get(k) != other.get(k))
+                    if k not in RETRIEVAL_ONLY and mine.get(k) != other.get(k))
     if differ:
         raise ValueError(f"--init-deformation {checkpoint}: its network config differs in "
                          f"{', '.join(differ)}")
@@ -441,6 +453,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start the deformation module from this DF checkpoint (trained "
                         "with --sampling random_pairs, same category, sources, seed and "
                         "points), as the authors' joint trainings do")
+    parser.add_argument("--source-embedding", choices=SOURCE_EMBEDDINGS, default=None,
+                        help="sources in the retrieval space: autodecode (default; a learned "
+                        "embedding each) or encoder (their samples through the retrieval "
+                        "encoder, the authors' --use_src_encoder_retrieval; point targets; "
+                        "also for --baseline dar)")
     parser.add_argument("--ido-workers", type=int, default=1, metavar="N",
                         help="--ido-in-training on the CPU: run IDO in N worker processes, one "
                         "core each (default 1: in the training process)")
@@ -485,6 +502,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
     start = getattr(args, "sigma_start", None)
     if start is not None:
         model = dataclasses.replace(model, sigma_start=None if start == "random" else start)
+    if getattr(args, "source_embedding", None):
+        model = dataclasses.replace(model, source_embedding=args.source_embedding)
     return model, dataclasses.replace(train_config, **overrides)
 
 
@@ -516,6 +535,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
         summary = baselines.train_r(args.deformation, args.out, steps, args.device, seed)
     else:
         summary = baselines.train_dar(args.deformation, args.out, steps, args.targets,
-                                      args.device, seed)
+                                      args.device, seed,
+                                      source_embedding=getattr(args, "source_embedding", None))
     print(f"wrote {args.out} ({summary['baseline']}, {steps} steps in {summary['seconds']} s)")
     return 0
