@@ -25,7 +25,9 @@
 # IDO_WORKERS=N runs its IDO in N processes, --ido-workers: ~1 h 50 min with 2 on the 2 cores),
 # INIT_FROM_DF (default 1: Ours, Uniform and Ours w/ IDO start their deformation module from
 # the cell's DF, --init-deformation, as the authors' joint trainings do, so DF trains first;
-# 0: from scratch, the protocol before session 27). The
+# 0: from scratch, the protocol before session 27), SOURCE_EMBEDDING (encoder: Ours, Uniform,
+# Ours w/ IDO and DAR embed the sources with their retrieval encoder, --source-embedding;
+# default autodecode). The
 # evaluation holds a lock on RESULTS.lock, so cells run side by side append to one results
 # file in turn.
 set -euo pipefail
@@ -62,10 +64,11 @@ pool() {  # pool CMD...: run the commands, at most $max_jobs at a time; fail if 
   return $rc
 }
 
-joint=("train ours" "train uniform --sampling uniform")
-[[ "${IDO_TRAINING:-0}" == 1 ]] && joint+=("train ours_ido --ido-in-training --resume --ido-workers ${IDO_WORKERS:-1}")
+se="--source-embedding ${SOURCE_EMBEDDING:-autodecode}"
+joint=("train ours $se" "train uniform --sampling uniform $se")
+[[ "${IDO_TRAINING:-0}" == 1 ]] && joint+=("train ours_ido --ido-in-training --resume --ido-workers ${IDO_WORKERS:-1} $se")
 # R and DAR retrieve over the random-pairs deformation (DF), so they start after it
-after_df=("train dar --baseline dar --deformation ${base}_df"
+after_df=("train dar --baseline dar --deformation ${base}_df $se"
           "train r --baseline r --deformation ${base}_df")
 if [[ "${INIT_FROM_DF:-1}" == 1 ]]; then
   pool "train df --sampling random_pairs"

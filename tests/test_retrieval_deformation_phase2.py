@@ -221,8 +221,9 @@ def test_baselines_train_and_evaluate_tiny(tmp_path):
 def test_rd_cell_script_runs_two_cells_at_once_into_one_results_file(tmp_path):
     """``benchmarks/rd_cell.sh`` (the GPU session runs several cells side by side): every
     training of a cell at once (JOBS), "Ours w/ IDO" trained with IDO (IDO_TRAINING), the
-    joint trainings started from the cell's DF (INIT_FROM_DF, the default), and the two
-    cells' evaluations appending in turn to one results file."""
+    joint trainings started from the cell's DF (INIT_FROM_DF, the default), the sources
+    embedded by the retrieval encoder (SOURCE_EMBEDDING), and the two cells' evaluations
+    appending in turn to one results file."""
     import json
     import os
     import subprocess
@@ -232,7 +233,8 @@ def test_rd_cell_script_runs_two_cells_at_once_into_one_results_file(tmp_path):
     shapebridge = Path(sys.executable).with_name("shapebridge")
     results = tmp_path / "results.json"
     env = {**os.environ, "SHAPEBRIDGE": str(shapebridge), "CONFIG": "--tiny --max-steps 1",
-           "RESULTS": str(results), "TARGETS": "3", "JOBS": "4", "IDO_TRAINING": "1"}
+           "RESULTS": str(results), "TARGETS": "3", "JOBS": "4", "IDO_TRAINING": "1",
+           "SOURCE_EMBEDDING": "encoder"}
     procs = [subprocess.Popen(["bash", str(root / "benchmarks" / "rd_cell.sh"), cat, "points",
                                str(tmp_path / "runs")], cwd=root, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -249,6 +251,7 @@ def test_rd_cell_script_runs_two_cells_at_once_into_one_results_file(tmp_path):
             doc_run = json.loads((tmp_path / "runs" / f"{cat}_points_{name}" / "config.json")
                                  .read_text())
             assert doc_run["train"].get("init_deformation") == init, (cat, name)
+            assert doc_run["model"]["source_embedding"] == "encoder", (cat, name)
         rows = {(r["variant"], r["condition"]) for r in doc["rows"] if r["category"] == cat}
         for variant in ("R", "R+DF", "DAR", "DAR+DF", "Uniform", "Ours", "Ours w/ IDO"):
             assert (variant, "points") in rows, (cat, variant)
