@@ -337,16 +337,19 @@ def test_two_step_tiny_training_then_infer_from_checkpoint(tmp_path, target):
     assert len(result.outputs) == 2
 
 
-def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("embedding", ["autodecode", "encoder"])
+def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, embedding):
     """--resume: a run stopped mid-epoch (step 1 of 2) and again at an epoch boundary
     (step 2), then resumed to the end, gives bit-identical weights to one run straight
     through (weights, optimiser moments, random streams and the epoch's order restored).
-    Biased sampling from the second epoch on, so P_R sampling is exercised after a resume."""
+    Biased sampling from the second epoch on, so P_R sampling is exercised after a resume;
+    with encoder source embeddings, the epoch's stored ones are those of its start."""
     def train(out, *extra):
         parser = argparse.ArgumentParser()
         train_cli.add_arguments(parser)
         args = parser.parse_args(["--tiny", "--target", "points", "--epochs", "3",
-                                  "--warmup-epochs", "1", "--out", str(out), *extra])
+                                  "--warmup-epochs", "1", "--source-embedding", embedding,
+                                  "--out", str(out), *extra])
         assert train_cli.run(args) == 0
         return torch.load(out / "model.pt", weights_only=True), json.loads(
             (out / "config.json").read_text())["summary"]

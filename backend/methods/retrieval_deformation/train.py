@@ -310,7 +310,8 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
             resumed_order = position["order"] if epoch == position["epoch"] else None
             order = np.asarray(resumed_order) if resumed_order is not None else rng.permutation(n)
             first = position["batch"] if epoch == position["epoch"] else 0
-            refresh()
+            if first == 0:  # (a run resumed mid-epoch has this epoch's in its state)
+                refresh()
             batches = range(0, n - config.batch_size + 1, config.batch_size)
             for i in range(first, len(batches)):
                 index = order[batches[i]:batches[i] + config.batch_size]
