@@ -500,6 +500,19 @@ def test_ido_training_modes_match_a_per_candidate_loop(library, mode):
                               deltas["deformation"]["mlp.0.weight"])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflowing neighbour search
+def test_diverging_training_stops_with_a_clear_error(tmp_path):
+    """A step whose losses are not finite stops the run at once, naming the step and the
+    losses, instead of training on NaN for hours (an absurd --lr makes it diverge)."""
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(["--tiny", "--target", "points", "--epochs", "20", "--lr", "1e6",
+                              "--out", str(tmp_path / "x")])
+    with pytest.raises(FloatingPointError, match=r"diverged at step \d+ .*not finite"):
+        train_cli.run(args)
+    assert not (tmp_path / "x" / "model.pt").exists()
+
+
 def test_init_deformation_starts_from_the_df_module(tmp_path):
     """--init-deformation DF: the deformation module (networks and codes) starts as DF's,
     the retrieval module as a fresh one; the checkpoint records it and DF's step count; a DF

@@ -319,6 +319,12 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
                 pts = torch.from_numpy(targets.points[index]).to(device)
                 uniform = config.sampling != "biased" or epoch < config.warmup_epochs
                 logs = train_step(model, optimizers, inputs, pts, config, uniform, generator, ido)
+                bad = sorted(k for k, v in logs.items() if not np.isfinite(v))
+                if bad:
+                    raise FloatingPointError(
+                        f"training diverged at step {step + 1} (epoch {epoch + 1}): "
+                        f"{', '.join(bad)} not finite; try a lower --lr (the CPU config "
+                        f"trains at {config.lr:g}, the authors at 1e-3)")
                 for key, value in logs.items():
                     writer.add_scalar(f"train/{key}", value, step)
                 step += 1
