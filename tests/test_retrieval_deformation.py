@@ -399,8 +399,6 @@ def _step_deltas(model, config, inputs, pts, seed):
     ``model``; returns the copy's parameter changes per module (= minus the gradients)."""
     import copy
 
-    from backend.methods.retrieval_deformation.checkpoint import JointModel
-
     m = copy.deepcopy(model)
     m.deformation.train()
     m.retrieval.train()
@@ -408,7 +406,6 @@ def _step_deltas(model, config, inputs, pts, seed):
               for n in ("deformation", "retrieval")}
     opts = {n: torch.optim.SGD(getattr(m, n).parameters(), lr=1.0)
             for n in ("deformation", "retrieval")}
-    assert isinstance(m, JointModel)
     train_cli.train_step(m, opts, inputs, pts, config, True, torch.Generator().manual_seed(seed))
     return {n: {k: v.detach() - before[n][k] for k, v in getattr(m, n).named_parameters()}
             for n in ("deformation", "retrieval")}
