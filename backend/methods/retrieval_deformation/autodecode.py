@@ -77,8 +77,7 @@ def model_for_library(model: JointModel, library: SourceLibrary, seed: int = 0) 
         for name in ("source_embeddings", "source_weights", "source_sigmas"):
             old = getattr(model.retrieval, name)
             getattr(new.retrieval, name).copy_(_init_rows(old, len(getattr(new.retrieval, name)), g))
-    if new.retrieval.encodes_sources:  # the new sources' samples through E_R: nothing to fit
-        new.retrieval.refresh_source_embeddings(torch.from_numpy(library.points).to(device))
+    new.refresh_source_embeddings()  # encoder mode: E_R(new samples), nothing to fit
     return new
 
 

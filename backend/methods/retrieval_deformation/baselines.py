@@ -143,7 +143,6 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
         model.config = dataclasses.replace(model.config, source_embedding=source_embedding)
     fresh = type(model.retrieval)(model.config, len(model.library)).to(device)
     model.retrieval = fresh
-    source_points = torch.from_numpy(model.library.points).to(device)
     data = builtin_targets(
         train.get("category", "chair"), "train", int(targets or train.get("targets", 2000)),
         seed=int(train.get("seed", 0)), skip=int(train.get("sources", len(model.library))),
@@ -181,8 +180,7 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
             print(f"DAR step {step + 1}/{steps} loss_emb={loss.item():.4g}", flush=True)
     for p in model.deformation.parameters():
         p.requires_grad_(True)
-    if fresh.encodes_sources:  # the full scan at evaluation uses the stored embeddings
-        fresh.refresh_source_embeddings(source_points)
+    model.refresh_source_embeddings()  # encoder mode: the full scan at evaluation
     summary = {"baseline": "DAR", "steps": steps, "seconds": round(time.perf_counter() - start, 2),
                "device": str(device), "last": {"loss_emb": loss.item()}}
     save_checkpoint(model.eval(), out, {"train": train, "baseline": summary,

@@ -40,6 +40,15 @@ class JointModel:
         self.retrieval.eval()
         return self
 
+    def refresh_source_embeddings(self) -> None:
+        """With ``source_embedding='encoder'``, store E_R of every library source's samples
+        as its retrieval embedding (`RetrievalModule.refresh_source_embeddings`); else
+        nothing (the embeddings are learned rows)."""
+        if self.retrieval.encodes_sources:
+            device = self.retrieval.source_embeddings.device
+            self.retrieval.refresh_source_embeddings(
+                torch.from_numpy(self.library.points).to(device))
+
 
 def build_model(config: ModelConfig, library: SourceLibrary, seed: int = 0) -> JointModel:
     """Randomly initialised (seeded) modules for ``library``."""

@@ -296,12 +296,6 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
                     {"epoch": epoch, "batch": batch, "step": step, "seconds": elapsed(),
                      "order": order.tolist()})
 
-    source_points = torch.from_numpy(library.points).to(device)
-
-    def refresh() -> None:  # "encoder" mode: the full scan's source embeddings, once an epoch
-        if model.retrieval.encodes_sources:
-            model.retrieval.refresh_source_embeddings(source_points)
-
     stopped = False
     parallel = config.ido_in_training and ido_workers > 1 and torch.device(device).type == "cpu"
     ido = IDOPool(ido_workers) if parallel else None
@@ -310,8 +304,8 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
             resumed_order = position["order"] if epoch == position["epoch"] else None
             order = np.asarray(resumed_order) if resumed_order is not None else rng.permutation(n)
             first = position["batch"] if epoch == position["epoch"] else 0
-            if first == 0:  # (a run resumed mid-epoch has this epoch's in its state)
-                refresh()
+            if first == 0:  # encoder mode: the full scan's source embeddings, once an epoch
+                model.refresh_source_embeddings()  # (resumed mid-epoch: the state has them)
             batches = range(0, n - config.batch_size + 1, config.batch_size)
             for i in range(first, len(batches)):
                 index = order[batches[i]:batches[i] + config.batch_size]
@@ -343,7 +337,7 @@ def train(model_config: ModelConfig, config: TrainConfig, out: str | Path, logdi
         if ido is not None:
             ido.close()
     writer.close()
-    refresh()  # the stored embeddings of the final encoder
+    model.refresh_source_embeddings()  # the stored embeddings of the final encoder
     seconds = elapsed()
     summary = {"steps": step, "seconds": round(seconds, 2), "device": str(device), "last": logs}
     if ido is not None:
