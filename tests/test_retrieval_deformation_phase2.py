@@ -563,3 +563,57 @@ def test_encoder_source_embedding_trains_and_retrieves_a_source_by_its_own_sampl
 
     with pytest.raises(ValueError, match="point targets"):
         ModelConfig(target="image", source_embedding="encoder")
+
+
+@pytest.mark.parametrize("embedding", ["autodecode", "encoder"])
+def test_resumed_dar_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, embedding,
+                                                                    monkeypatch):
+    """DAR with resume: stopped after step 1, resumed and stopped after step 3, then resumed
+    to the end, it writes bit-identical retrieval weights to a run straight through
+    (weights, optimiser moments and random streams restored); the state file is gone once
+    it finishes, and a state from another DAR training is refused, naming what differs."""
+    from backend.methods.retrieval_deformation import baselines
+    from backend.methods.retrieval_deformation.baselines import train_dar
+
+    df = tmp_path / "df"
+    assert _run(train_cli, ["--tiny", "--out", str(df), "--max-steps", "2",
+                            "--sampling", "random_pairs"]) == 0
+
+    def dar(out, **kw):
+        return train_dar(str(df), str(out), 5, device="cpu", progress=False,
+                         source_embedding=embedding, **kw)
+
+    dar(tmp_path / "straight")
+    out = tmp_path / "resumed"
+    assert dar(out, resume=True, stop_at=1) is None
+    assert (out / train_cli.STATE_FILE).is_file() and not (out / "model.pt").exists()
+    assert dar(out, resume=True, stop_at=3) is None
+    summary = dar(out, resume=True)
+    assert summary["resumed_at_step"] == 3 and summary["steps"] == 5
+    assert not (out / train_cli.STATE_FILE).exists()
+    straight = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["retrieval"]
+    resumed = torch.load(out / "model.pt", weights_only=True)["retrieval"]
+    assert straight.keys() == resumed.keys()
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+    # a resume that restores the weights but not the random streams ends elsewhere
+    restore = baselines._load_dar_state
+
+    def forgetful(path, retrieval, opt, rng, gen, key):
+        position = restore(path, retrieval, opt, rng, gen, key)
+        rng.bit_generator.state = np.random.default_rng(0).bit_generator.state
+        gen.manual_seed(0)
+        return position
+
+    monkeypatch.setattr(baselines, "_load_dar_state", forgetful)
+    mutant = tmp_path / "mutant"
+    dar(mutant, resume=True, stop_at=3)
+    dar(mutant, resume=True)
+    other = torch.load(mutant / "model.pt", weights_only=True)["retrieval"]
+    assert not all(torch.equal(v, other[k]) for k, v in straight.items())
+    monkeypatch.undo()
+    # another seed's state is refused
+    dar(tmp_path / "seeded", resume=True, stop_at=1)
+    with pytest.raises(ValueError, match="differs in seed"):
+        train_dar(str(df), str(tmp_path / "seeded"), 5, device="cpu", seed=1, progress=False,
+                  source_embedding=embedding, resume=True)

@@ -15,7 +15,9 @@ evaluation treats them as any other (``:nodeform`` evaluates retrieval only).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +35,7 @@ from backend.methods.retrieval_deformation.joint import (
     soft_retrieval,
 )
 from backend.methods.retrieval_deformation.model import make_encoder
-from backend.methods.retrieval_deformation.train import _inputs
+from backend.methods.retrieval_deformation.train import STATE_FILE, _inputs
 
 #: sigmoid(WEIGHT_LOGIT) ~ 1: R's retrieval distance becomes the plain Euclidean one.
 WEIGHT_LOGIT = 30.0
@@ -130,12 +132,19 @@ def train_r(df_checkpoint: str, out: str, steps: int, device: str = "cpu",
 
 def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = None,
               device: str = "cpu", seed: int = 0, progress: bool = True,
-              source_embedding: str | None = None) -> dict:
+              source_embedding: str | None = None, resume: bool = False,
+              state_every_s: float = 600.0, stop_at: int | None = None) -> dict | None:
     """The DAR baseline: DF's deformation module frozen, the retrieval module (fresh,
     seeded) trained with Eq. 2 on uniformly drawn candidates of DF's training targets.
 
     source_embedding: "encoder" embeds the sources with the retrieval encoder, as [Uy 2020]
-    does (and as Ours trained with it); None keeps DF's config ("autodecode" by default)."""
+    does (and as Ours trained with it); None keeps DF's config ("autodecode" by default).
+    resume: keep ``out/train_state.pt`` (retrieval weights, optimiser moments, random
+    streams, step) up to date every ``state_every_s`` seconds and go on from it if it
+    exists, as `train.train` does (with encoder sources DAR takes ~2 h of one core).
+    stop_at: stop after this many steps with the state saved and no checkpoint written
+    (what a kill right after a save leaves; for tests). Returns the summary, or None when
+    stopped so."""
     model, doc = load_checkpoint(df_checkpoint, device)
     train = dict(doc.get("train") or {})
     torch.manual_seed(seed)
@@ -161,7 +170,21 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
     sigma0 = float(train.get("sigma0", 100.0))
     form = recorded_fit_form(train)  # Eq. 2 as DF's training recorded it
     start, loss = time.perf_counter(), torch.zeros(())
-    for step in range(steps):
+    state_path = Path(out) / STATE_FILE
+    key = {"deformation": str(df_checkpoint), "steps": steps, "targets": len(data.points),
+           "seed": seed, "source_embedding": model.config.source_embedding}
+    first, before = 0, 0.0
+    if resume and state_path.is_file():
+        first, before = _load_dar_state(state_path, fresh, opt, rng, gen, key)
+        if progress:
+            print(f"resumed {state_path} at step {first}", flush=True)
+    last_save = time.perf_counter()
+
+    def save_state(done: int) -> None:
+        _save_dar_state(state_path, fresh, opt, rng, gen, key, done,
+                        before + time.perf_counter() - start)
+
+    for step in range(first, steps):
         index = rng.choice(len(data.points), batch, replace=False)
         inputs = _inputs(model, data, index, rng, device)
         tgt = torch.from_numpy(data.points[index]).to(device)
@@ -178,12 +201,55 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
         opt.step()
         if progress and (step + 1) % max(1, steps // 10) == 0:
             print(f"DAR step {step + 1}/{steps} loss_emb={loss.item():.4g}", flush=True)
+        if step + 1 == stop_at:
+            save_state(step + 1)
+            return None
+        if resume and time.perf_counter() - last_save >= state_every_s:
+            save_state(step + 1)
+            last_save = time.perf_counter()
     for p in model.deformation.parameters():
         p.requires_grad_(True)
     model.refresh_source_embeddings()  # encoder mode: the full scan at evaluation
-    summary = {"baseline": "DAR", "steps": steps, "seconds": round(time.perf_counter() - start, 2),
+    summary = {"baseline": "DAR", "steps": steps,
+               "seconds": round(before + time.perf_counter() - start, 2),
                "device": str(device), "last": {"loss_emb": loss.item()}}
+    if first:
+        summary["resumed_at_step"] = first
     save_checkpoint(model.eval(), out, {"train": train, "baseline": summary,
                                         "deformation_from": str(df_checkpoint)})
+    state_path.unlink(missing_ok=True)  # finished: nothing left to resume
     return summary
+
+
+def _save_dar_state(path: Path, retrieval: torch.nn.Module, opt: torch.optim.Optimizer,
+                    rng: np.random.Generator, gen: torch.Generator, key: dict, step: int,
+                    seconds: float) -> None:
+    """Everything DAR's next step depends on, written atomically (DF stays frozen)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"retrieval": retrieval.state_dict(), "optimizer": opt.state_dict(),
+             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+             "meta": json.dumps({"step": step, "seconds": seconds, "key": key,
+                                 "numpy_rng": rng.bit_generator.state})}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_dar_state(path: Path, retrieval: torch.nn.Module, opt: torch.optim.Optimizer,
+                    rng: np.random.Generator, gen: torch.Generator, key: dict) -> tuple[int, float]:
+    """Restore `_save_dar_state`'s file into the fresh module; refuse one written by a DAR
+    training with another DF, step count, target count, seed or source embedding."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = json.loads(state["meta"])
+    saved = meta.get("key") or {}
+    if saved != key:
+        diff = sorted(k for k in set(saved) | set(key) if saved.get(k) != key.get(k))
+        raise ValueError(f"cannot resume {path}: it was written by another DAR training "
+                         f"(differs in {', '.join(diff)}); use another --out or delete the file")
+    retrieval.load_state_dict(state["retrieval"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = meta["numpy_rng"]
+    return int(meta["step"]), float(meta["seconds"])
 

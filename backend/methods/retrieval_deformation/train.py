@@ -441,7 +441,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the CPU default (<= 60 min on one core, see cpu_configs)")
     parser.add_argument("--resume", action="store_true",
                         help="keep OUT/train_state.pt up to date (every --state-every seconds) and "
-                        "go on from it if it exists: a killed run resumes where it was")
+                        "go on from it if it exists: a killed run resumes where it was "
+                        "(also --baseline dar)")
     parser.add_argument("--state-every", type=float, default=600.0, metavar="SECONDS",
                         help="--resume: seconds between state saves (default 600)")
     parser.add_argument("--sampling", choices=SAMPLINGS, default=None)
@@ -537,6 +538,8 @@ def _run_baseline(args: argparse.Namespace) -> int:
     else:
         summary = baselines.train_dar(args.deformation, args.out, steps, args.targets,
                                       args.device, seed,
-                                      source_embedding=getattr(args, "source_embedding", None))
+                                      source_embedding=getattr(args, "source_embedding", None),
+                                      resume=getattr(args, "resume", False),
+                                      state_every_s=getattr(args, "state_every", 600.0))
     print(f"wrote {args.out} ({summary['baseline']}, {steps} steps in {summary['seconds']} s)")
     return 0
