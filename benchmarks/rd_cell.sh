@@ -7,7 +7,9 @@
 #   usage: benchmarks/rd_cell.sh CATEGORY {points|image} [RUNS_DIR]
 #
 # Checkpoints go to RUNS_DIR/<category>_<target>_{ours,df,uniform,dar,r} (default
-# runs/rd); a run whose model.pt exists is not retrained, so a killed script resumes.
+# runs/rd); a run whose model.pt exists is not retrained, and every training but R's keeps a
+# resumable state (--resume, saved every 5 min), so rerunning a killed script goes on where
+# each run was (an encoder-source cell takes ~2 h of one core per joint run and DAR).
 # Table 2 also gets "Best source, undeformed" (every source scored without deformation, the
 # best kept): the reference that says whether the learned deformation helps at all; both
 # tables get "Sampling floor" (a target's samples against a resampling of the same shape),
@@ -50,8 +52,10 @@ train() {  # train NAME ARGS...: one run unless its checkpoint exists
     echo "skip $name: ${base}_$name/model.pt exists"; return 0
   fi
   echo "train $name: $*"
+  local resume=(--resume --state-every 300)
+  [[ "$name" == r ]] && resume=()  # R: minutes, no resumable state
   "$sb" train retrieval_deformation --target "$target" --category "$cat" $config --seed "$seed" \
-    --out "${base}_$name" "$@" >"${base}_$name.log" 2>&1
+    --out "${base}_$name" "${resume[@]}" "$@" >>"${base}_$name.log" 2>&1
 }
 
 pool() {  # pool CMD...: run the commands, at most $max_jobs at a time; fail if any fails
@@ -66,7 +70,7 @@ pool() {  # pool CMD...: run the commands, at most $max_jobs at a time; fail if 
 
 se="--source-embedding ${SOURCE_EMBEDDING:-autodecode}"
 joint=("train ours $se" "train uniform --sampling uniform $se")
-[[ "${IDO_TRAINING:-0}" == 1 ]] && joint+=("train ours_ido --ido-in-training --resume --ido-workers ${IDO_WORKERS:-1} $se")
+[[ "${IDO_TRAINING:-0}" == 1 ]] && joint+=("train ours_ido --ido-in-training --ido-workers ${IDO_WORKERS:-1} $se")
 # R and DAR retrieve over the random-pairs deformation (DF), so they start after it
 after_df=("train dar --baseline dar --deformation ${base}_df $se"
           "train r --baseline r --deformation ${base}_df")
