@@ -252,4 +252,3 @@ def _load_dar_state(path: Path, retrieval: torch.nn.Module, opt: torch.optim.Opt
     torch.set_rng_state(state["torch_rng"])
     rng.bit_generator.state = meta["numpy_rng"]
     return int(meta["step"]), float(meta["seconds"])
-
