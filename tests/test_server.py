@@ -173,20 +173,31 @@ def test_bad_inputs_get_their_error_code_and_the_server_keeps_serving(start_back
 
 
 def test_duplicate_job_and_unknown_cancel(backend_server):
+    """A second submit of a running job's id is refused (DUPLICATE_JOB), a cancel of an id
+    the server does not hold is refused (UNKNOWN_JOB). The first job waits 30 s, so it is
+    still running however loaded the machine is (with 2 s it could finish first), and is
+    cancelled at the end."""
     peer = RawPeer(backend_server.address)
+
+    def answer(reply: P.Message) -> P.Message:  # the next message that is not progress
+        while reply.type == P.MsgType.PROGRESS:
+            assert peer.sock.poll(10_000), "no answer after progress"
+            reply = P.decode(peer.sock.recv_multipart())
+        return reply
+
     try:
         v, f = cube()
         frames = P.encode(P.Message(P.MsgType.SUBMIT, job="dup", method="mesh_stats",
-                                    params={"delay_s": 2.0}, arrays=P.mesh_arrays("mesh", v, f)))
+                                    params={"delay_s": 30.0}, arrays=P.mesh_arrays("mesh", v, f)))
         assert peer.ask(frames).type == P.MsgType.ACCEPTED
-        reply = peer.ask(frames)
-        while reply.type == P.MsgType.PROGRESS:
-            reply = P.decode(peer.sock.recv_multipart())
+        reply = answer(peer.ask(frames))
+        assert reply.type == P.MsgType.ERROR and reply.job == "dup", reply
         assert reply.body["code"] == P.ErrorCode.DUPLICATE_JOB.value
-        reply = peer.ask(P.encode(P.Message(P.MsgType.CANCEL, job="nope")))
-        while reply.type == P.MsgType.PROGRESS:
-            reply = P.decode(peer.sock.recv_multipart())
+        reply = answer(peer.ask(P.encode(P.Message(P.MsgType.CANCEL, job="nope"))))
+        assert reply.type == P.MsgType.ERROR, reply
         assert reply.body["code"] == P.ErrorCode.UNKNOWN_JOB.value
+        reply = answer(peer.ask(P.encode(P.Message(P.MsgType.CANCEL, job="dup"))))
+        assert reply.type == P.MsgType.CANCELLED and reply.job == "dup", reply
     finally:
         peer.close()
 
