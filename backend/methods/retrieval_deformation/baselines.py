@@ -15,7 +15,6 @@ evaluation treats them as any other (``:nodeform`` evaluates retrieval only).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -35,7 +34,13 @@ from backend.methods.retrieval_deformation.joint import (
     soft_retrieval,
 )
 from backend.methods.retrieval_deformation.model import make_encoder
-from backend.methods.retrieval_deformation.train import STATE_FILE, _inputs
+from backend.methods.retrieval_deformation.train import (
+    STATE_FILE,
+    _inputs,
+    read_state,
+    refuse_other_state,
+    write_state,
+)
 
 #: sigmoid(WEIGHT_LOGIT) ~ 1: R's retrieval distance becomes the plain Euclidean one.
 WEIGHT_LOGIT = 30.0
@@ -224,31 +229,17 @@ def train_dar(df_checkpoint: str, out: str, steps: int, targets: int | None = No
 def _save_dar_state(path: Path, retrieval: torch.nn.Module, opt: torch.optim.Optimizer,
                     rng: np.random.Generator, gen: torch.Generator, key: dict, step: int,
                     seconds: float) -> None:
-    """Everything DAR's next step depends on, written atomically (DF stays frozen)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"retrieval": retrieval.state_dict(), "optimizer": opt.state_dict(),
-             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-             "meta": json.dumps({"step": step, "seconds": seconds, "key": key,
-                                 "numpy_rng": rng.bit_generator.state})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Everything DAR's next step depends on (DF stays frozen), as `train.write_state`."""
+    write_state(path, {"retrieval": retrieval.state_dict(), "optimizer": opt.state_dict()},
+                {"step": step, "seconds": seconds, "key": key}, rng, gen)
 
 
 def _load_dar_state(path: Path, retrieval: torch.nn.Module, opt: torch.optim.Optimizer,
                     rng: np.random.Generator, gen: torch.Generator, key: dict) -> tuple[int, float]:
     """Restore `_save_dar_state`'s file into the fresh module; refuse one written by a DAR
     training with another DF, step count, target count, seed or source embedding."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = json.loads(state["meta"])
-    saved = meta.get("key") or {}
-    if saved != key:
-        diff = sorted(k for k in set(saved) | set(key) if saved.get(k) != key.get(k))
-        raise ValueError(f"cannot resume {path}: it was written by another DAR training "
-                         f"(differs in {', '.join(diff)}); use another --out or delete the file")
+    state, meta = read_state(path, rng, gen)
+    refuse_other_state(path, meta.get("key") or {}, key, "another DAR training")
     retrieval.load_state_dict(state["retrieval"])
     opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    rng.bit_generator.state = meta["numpy_rng"]
     return int(meta["step"]), float(meta["seconds"])

@@ -383,19 +383,45 @@ STATE_FILE = "train_state.pt"
 def _save_state(path: Path, model: JointModel, optimizers: dict, rng: np.random.Generator,
                 generator: torch.Generator, config: TrainConfig, model_config: ModelConfig,
                 position: dict) -> None:
-    """Write everything the next step depends on (atomically: a kill mid-write keeps the
-    previous state)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
+    """Write everything the next step depends on (`write_state`)."""
+    write_state(path, {
         "deformation": model.deformation.state_dict(), "retrieval": model.retrieval.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-        "meta": json.dumps({"position": position, "numpy_rng": rng.bit_generator.state,
-                            "train": _resume_key(config), "model": model_config.to_json()}),
-    }
+    }, {"position": position, "train": _resume_key(config), "model": model_config.to_json()},
+        rng, generator)
+
+
+def write_state(path: Path, tensors: dict, meta: dict, rng: np.random.Generator,
+                generator: torch.Generator) -> None:
+    """A resumable state: ``tensors`` (state dicts), ``meta`` (JSON) and the random streams
+    (numpy, the torch generator, torch's global one), written atomically: a kill mid-write
+    keeps the previous state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**tensors, "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+             "meta": json.dumps({**meta, "numpy_rng": rng.bit_generator.state})}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+def read_state(path: Path, rng: np.random.Generator,
+               generator: torch.Generator) -> tuple[dict, dict]:
+    """`write_state`'s file: (tensors, meta), with the random streams restored."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = json.loads(state.pop("meta"))
+    generator.set_state(state.pop("generator"))
+    torch.set_rng_state(state.pop("torch_rng"))
+    rng.bit_generator.state = meta.pop("numpy_rng")
+    return state, meta
+
+
+def refuse_other_state(path: Path, saved: dict, want: dict, what: str) -> None:
+    """Raise if a state's recorded config ``saved`` is not ``want``, naming the keys that
+    differ."""
+    if saved != want:
+        diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
+        raise ValueError(f"cannot resume {path}: it was written by {what} (differs in "
+                         f"{', '.join(diff)}); use another --out or delete the file")
 
 
 def _resume_key(config: TrainConfig) -> dict:
@@ -406,23 +432,14 @@ def _resume_key(config: TrainConfig) -> dict:
 
 def _load_state(path: Path, model: JointModel, optimizers: dict, rng: np.random.Generator,
                 generator: torch.Generator, config: TrainConfig, model_config: ModelConfig) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = json.loads(state["meta"])
+    state, meta = read_state(path, rng, generator)
     want = json.loads(json.dumps({"train": _resume_key(config), "model": model_config.to_json()}))
     for key in ("train", "model"):
-        if meta[key] != want[key]:
-            diff = sorted(k for k in set(meta[key]) | set(want[key])
-                          if meta[key].get(k) != want[key].get(k))
-            raise ValueError(f"cannot resume {path}: it was written by a training with another "
-                             f"{key} config (differs in {', '.join(diff)}); use another --out "
-                             f"or delete the file")
+        refuse_other_state(path, meta[key], want[key], f"a training with another {key} config")
     model.deformation.load_state_dict(state["deformation"])
     model.retrieval.load_state_dict(state["retrieval"])
     for name, opt in optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    rng.bit_generator.state = meta["numpy_rng"]
     return meta["position"]
 
 
