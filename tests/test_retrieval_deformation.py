@@ -545,6 +545,43 @@ def test_init_deformation_starts_from_the_df_module(tmp_path):
               "--max-steps", "1")
 
 
+def test_deformation_lr_sets_the_deformation_modules_rate_only(tmp_path):
+    """--deformation-lr: the deformation module (and its codes) trains at its own rate, the
+    retrieval module at --lr. At rate 0 a run from DF ends with DF's deformation weights and
+    codes bit for bit while its retrieval module moved; the rate is recorded in the config."""
+    from backend.methods.retrieval_deformation.checkpoint import build_model, load_checkpoint
+
+    def args(out, *extra):
+        parser = argparse.ArgumentParser()
+        train_cli.add_arguments(parser)
+        return parser.parse_args(["--tiny", "--target", "points", "--out", str(out), *extra])
+
+    model_config, config = train_cli.configs_from_args(args("x", "--lr", "0.01",
+                                                            "--deformation-lr", "0.001"))
+    model = build_model(model_config, builtin_library("chair", config.sources, config.seed,
+                                                      config.n_points), config.seed)
+    opts = train_cli.make_optimizers(model, config)
+    assert [g["lr"] for g in opts["deformation"].param_groups] == [0.001]
+    assert [g["lr"] for g in opts["retrieval"].param_groups] == [0.01]
+    _, default = train_cli.configs_from_args(args("x", "--lr", "0.01"))
+    opts = train_cli.make_optimizers(model, default)
+    assert opts["deformation"].param_groups[0]["lr"] == 0.01
+
+    df_dir, out = tmp_path / "df", tmp_path / "frozen"
+    assert train_cli.run(args(df_dir, "--sampling", "random_pairs", "--max-steps", "2")) == 0
+    assert train_cli.run(args(out, "--init-deformation", str(df_dir), "--deformation-lr", "0",
+                              "--max-steps", "2")) == 0
+    df, _ = load_checkpoint(df_dir)
+    frozen, _ = load_checkpoint(out)
+    kept = dict(frozen.deformation.named_parameters())  # (BatchNorm statistics still move)
+    for key, value in df.deformation.named_parameters():
+        assert torch.equal(kept[key], value), key
+    fresh = dict(build_model(model_config, frozen.library, config.seed).retrieval.named_parameters())
+    assert any(not torch.equal(v, fresh[k]) for k, v in frozen.retrieval.named_parameters())
+    doc = json.loads((out / "config.json").read_text())
+    assert doc["train"]["deformation_lr"] == 0.0
+
+
 @pytest.mark.parametrize("target", ["points", "image"])
 def test_cpu_config_checkpoint_fits_the_zoo_limit_in_fp16(library, target):
     """A --cpu-config checkpoint of 200 sources, stored in fp16, is <= 25 MB (the zoo's
