@@ -111,6 +111,14 @@ class RawPeer:
             raise AssertionError("the server did not answer")
         return P.decode(self.sock.recv_multipart())
 
+    def answer(self, frames: list, timeout: float = 10.0) -> P.Message:
+        """`ask`, then the first reply that is not a progress message."""
+        reply = self.ask(frames, timeout)
+        while reply.type == P.MsgType.PROGRESS:
+            assert self.sock.poll(int(timeout * 1000)), "no answer after progress"
+            reply = P.decode(self.sock.recv_multipart())
+        return reply
+
     def close(self) -> None:
         self.sock.close(0)
         self.ctx.term()
@@ -178,25 +186,18 @@ def test_duplicate_job_and_unknown_cancel(backend_server):
     still running however loaded the machine is (with 2 s it could finish first), and is
     cancelled at the end."""
     peer = RawPeer(backend_server.address)
-
-    def answer(reply: P.Message) -> P.Message:  # the next message that is not progress
-        while reply.type == P.MsgType.PROGRESS:
-            assert peer.sock.poll(10_000), "no answer after progress"
-            reply = P.decode(peer.sock.recv_multipart())
-        return reply
-
     try:
         v, f = cube()
         frames = P.encode(P.Message(P.MsgType.SUBMIT, job="dup", method="mesh_stats",
                                     params={"delay_s": 30.0}, arrays=P.mesh_arrays("mesh", v, f)))
         assert peer.ask(frames).type == P.MsgType.ACCEPTED
-        reply = answer(peer.ask(frames))
+        reply = peer.answer(frames)
         assert reply.type == P.MsgType.ERROR and reply.job == "dup", reply
         assert reply.body["code"] == P.ErrorCode.DUPLICATE_JOB.value
-        reply = answer(peer.ask(P.encode(P.Message(P.MsgType.CANCEL, job="nope"))))
+        reply = peer.answer(P.encode(P.Message(P.MsgType.CANCEL, job="nope")))
         assert reply.type == P.MsgType.ERROR, reply
         assert reply.body["code"] == P.ErrorCode.UNKNOWN_JOB.value
-        reply = answer(peer.ask(P.encode(P.Message(P.MsgType.CANCEL, job="dup"))))
+        reply = peer.answer(P.encode(P.Message(P.MsgType.CANCEL, job="dup")))
         assert reply.type == P.MsgType.CANCELLED and reply.job == "dup", reply
     finally:
         peer.close()
